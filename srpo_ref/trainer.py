@@ -1,0 +1,648 @@
+"""Reference on-policy trainer for GRPO, SDPO and SRPO: ``srpo-train --config CONFIG [key=value ...]``.
+
+One step, in plain words (SPEC sections 2-6):
+
+1. **generate**: sample ``P`` prompts from the training split and ``G`` rollouts of each with
+   the rollout engine (HF ``generate`` or colocated vLLM, which also returns its log-probs).
+2. **reward**: score every rollout with the task's reward (``srpo_ref.rewards``).
+3. **route**: ``route_samples`` sends each rollout to GRPO or SDPO for the configured method and
+   draws one correct sibling as its demonstration; ``group_advantages`` gives ``A_i``.
+4. **old_logprob**: only when a step makes several optimizer updates (GRPO's mini-batches), the
+   policy's log-probs before the first update are computed once, for the PPO ratio. With one
+   update per step the loss is exactly on-policy and ``logp_old = logp.detach()``.
+5. **update**, for each mini-batch of prompts:
+   a. samples routed to SDPO first: the **teacher forward runs only on them** (phase
+      ``teacher_forward``) over "prompt with demonstration + the student's own response";
+      the student forward and the loss with the raw entropy weights ``exp(-beta H)``, then
+      backward. The sums of raw weights and token counts are added up over micro-batches and
+      ranks; the accumulated gradients are then divided by their mean, which is exactly the
+      step-wide normalisation of SPEC section 5 without storing any teacher logits;
+   b. then the GRPO-routed samples, micro-batch by micro-batch;
+   every micro-batch loss is divided by ``N``, the valid response tokens of the whole update
+   (all micro-batches and ranks), so the result does not depend on micro-batch size or world
+   size. Gradients are all-reduced (summed) across ranks, clipped, and AdamW steps.
+6. **teacher_ema**: ``theta_T <- (1 - r) theta_T + r theta`` in fp32 when the step's gradients
+   were finite (``ema``; ``frozen`` never updates, ``live`` uses the student itself).
+7. Every ``val_every`` steps: avg@k on the test split. Every ``save_every`` steps: a checkpoint.
+
+Each step appends one JSON line to ``steps.jsonl`` (the input of every later table): reward,
+accuracy, route fractions, teacher entropy and weight statistics, response lengths, per-branch
+loss, grad norm, learning rate, and the cost record: wall seconds, tokens and estimated FLOPs
+per phase. FLOPs use the dense-transformer estimate with ``n`` non-embedding... parameters
+``N_p`` (all parameters, embeddings included, for simplicity):
+
+    forward = 2 * N_p * tokens        backward = 4 * N_p * tokens
+    generate = 2 * N_p * (prompt tokens + generated tokens)
+    old_logprob, teacher_forward = forward over their sequences; update = forward + backward
+
+Checkpoints (model, teacher, optimizer, scheduler, data position) are written to a temporary
+directory and renamed when complete, so a half-written one is never picked up; every random
+draw of a step is seeded from ``(seed, step)``, so a resumed run repeats the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from srpo_ref import losses, tasks
+from srpo_ref.config import ConfigError, TrainConfig, load_config
+from srpo_ref.rollout import HFEngine, SamplingConfig, VLLMEngine
+from srpo_ref.teacher import chat_prompt_ids, teacher_input_ids
+
+PHASES = ("generate", "reward", "old_logprob", "teacher_forward", "update", "teacher_ema", "validate")
+
+
+# ----------------------------------------------------------------------------- small utilities
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def all_sum(x: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def step_seed(seed: int, step: int, salt: int = 0) -> int:
+    return (seed * 1_000_003 + step * 7_919 + salt * 104_729) % (2**31 - 1)
+
+
+class PhaseTimer:
+    """Wall seconds per phase (CUDA-synchronised so asynchronous kernels are charged correctly)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds = {p: 0.0 for p in PHASES}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds[phase] += time.perf_counter() - t0
+
+
+@dataclass
+class Batch:
+    """Sequences of one forward: ``ids [B, L]`` right-padded, the response window of each row
+    (``start`` = index of its first response token), and the response tokens ``[B, T]``."""
+
+    ids: torch.Tensor
+    attn: torch.Tensor
+    start: torch.Tensor
+    resp: torch.Tensor
+    mask: torch.Tensor
+
+
+def make_batch(prefixes: list[list[int]], responses: list[list[int]], pad_id: int, device) -> Batch:
+    seqs = [p + r for p, r in zip(prefixes, responses)]
+    L = max(len(s) for s in seqs)
+    T = max(1, max(len(r) for r in responses))
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    resp = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(seqs), T)
+    for i, (s, r) in enumerate(zip(seqs, responses)):
+        ids[i, : len(s)] = torch.tensor(s)
+        attn[i, : len(s)] = 1
+        resp[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    start = torch.tensor([len(p) for p in prefixes])
+    return Batch(ids.to(device), attn.to(device), start.to(device), resp.to(device), mask.to(device))
+
+
+def response_logits(model, batch: Batch, autocast_dtype) -> torch.Tensor:
+    """Logits that predict each response token, ``[B, T, V]``: position ``start + t - 1``."""
+    ctx = torch.autocast(batch.ids.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    with ctx:
+        logits = model(input_ids=batch.ids, attention_mask=batch.attn).logits
+    T = batch.resp.shape[1]
+    pos = (batch.start[:, None] - 1 + torch.arange(T, device=batch.ids.device)[None]).clamp(max=logits.shape[1] - 1)
+    return logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1])).float()
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg = cfg
+        self.out = Path(cfg.run.out_dir)
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        dev = cfg.run.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if dev == "cuda" else dev)
+        self.autocast = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.model.dtype]
+
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # fp32 master weights; forwards run under autocast when model.dtype asks for it.
+        self.model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=torch.float32).to(self.device)
+        if cfg.model.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.model.train()
+        self.teacher = None
+        if cfg.method.teacher in ("ema", "frozen") and cfg.method.name not in ("grpo",):
+            self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        warm = max(1, cfg.optim.warmup_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm))
+        self.loss_cfg = losses.LossConfig(
+            eps_low=cfg.method.eps_low, eps_high=cfg.method.eps_high, dual_clip=cfg.method.dual_clip,
+            is_clip=cfg.method.is_clip, topk=cfg.method.topk, alpha=cfg.method.alpha, add_tail=cfg.method.add_tail,
+            temperature=cfg.rollout.temperature, beta=cfg.beta,
+        )
+
+        self.train_set = self._prepare(tasks.load_task(cfg.data.benchmark, "train", cfg.data.data_dir))
+        test = tasks.load_task(cfg.data.benchmark, "test", cfg.data.data_dir)
+        self.test_set = self._prepare(test[: cfg.eval.limit] if cfg.eval.limit else test)
+        if cfg.rollout.engine == "vllm":
+            self.engine = VLLMEngine(cfg.model.path, self.tokenizer, seed=cfg.run.seed,
+                                     gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization,
+                                     max_model_len=cfg.data.max_prompt_tokens + max(cfg.rollout.max_response_tokens, cfg.eval.max_new_tokens))
+        else:
+            self.engine = HFEngine(self.model, self.tokenizer, cfg.rollout.generation_batch_size)
+        self.step = 0
+        self.train_seconds = 0.0  # wall-clock of training steps, validation excluded
+
+    def _prepare(self, examples):
+        keep = []
+        for ex in examples:
+            ids = chat_prompt_ids(self.tokenizer, ex.messages)
+            if len(ids) <= self.cfg.data.max_prompt_tokens:
+                keep.append((ex, ids))
+        if not keep:
+            raise ValueError(f"no prompt of {self.cfg.data.benchmark} fits data.max_prompt_tokens={self.cfg.data.max_prompt_tokens}")
+        return keep
+
+    # ------------------------------------------------------------------ data order
+
+    def prompts_for_step(self, step: int):
+        """This rank's prompts of ``step``: epochs are seeded permutations of the training set, so
+        the data position is a function of the step (exact resume needs nothing more)."""
+        P, n = self.cfg.rollout.prompts_per_step, len(self.train_set)
+        chosen = []
+        for k in range(step * P, (step + 1) * P):
+            epoch, pos = divmod(k, n)
+            order = list(range(n))
+            random.Random(step_seed(self.cfg.run.seed, epoch, salt=1)).shuffle(order)
+            chosen.append(self.train_set[order[pos]])
+        per_rank = P // world()
+        return chosen[rank() * per_rank : (rank() + 1) * per_rank]
+
+    # ------------------------------------------------------------------ one step
+
+    def train_step(self) -> dict:
+        cfg, step = self.cfg, self.step
+        timer = PhaseTimer(self.device)
+        tokens = {p: 0 for p in PHASES}
+        flops = {p: 0.0 for p in PHASES}
+        t_step = time.perf_counter()
+        torch.manual_seed(step_seed(cfg.run.seed, step))
+        G = cfg.rollout.rollouts_per_prompt
+
+        # 1. generate
+        prompts = self.prompts_for_step(step)
+        sampling = SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_response_tokens,
+                                  step_seed(cfg.run.seed, step, salt=2 + rank()))
+        with timer("generate"):
+            groups = self.engine.generate([ids for _, ids in prompts], G, sampling)
+        samples = [(pi, s) for pi, group in enumerate(groups) for s in group]
+        prompt_tok = sum(len(prompts[pi][1]) for pi, _ in samples)
+        gen_tok = sum(len(s.response_ids) for _, s in samples)
+        tokens["generate"] = gen_tok
+        flops["generate"] = 2 * self.n_params * (prompt_tok + gen_tok)
+
+        # 2. reward
+        with timer("reward"):
+            rewards = torch.tensor([prompts[pi][0].score(s.text) for pi, s in samples])
+        group_ids = torch.tensor([pi for pi, _ in samples])
+
+        # 3. route: on the whole step's batch (gathered from every rank, routed the same way
+        # everywhere), so demonstration draws do not depend on the number of ranks.
+        all_rewards = _all_gather_cat(rewards)
+        n_local = len(samples)
+        global_groups = torch.arange(len(all_rewards)) // G
+        routing = losses.route_samples(all_rewards, global_groups, cfg.method.name, cfg.method.success_threshold,
+                                       generator=torch.Generator().manual_seed(step_seed(cfg.run.seed, step, salt=3)))
+        local = slice(rank() * n_local, (rank() + 1) * n_local)
+        routing = losses.Routing(**{k: getattr(routing, k)[local] for k in routing.__dataclass_fields__})
+        routing.demo_index = torch.where(routing.demo_index >= 0, routing.demo_index - rank() * n_local, routing.demo_index)
+        advantages = losses.group_advantages(rewards, group_ids, cfg.method.std_normalize)
+        responses = [s.response_ids for _, s in samples]
+        student_prefix = [prompts[pi][1] for pi, _ in samples]
+        logp_rollout = None
+        if all(s.logprobs is not None for _, s in samples):
+            T = max(1, max(len(r) for r in responses))
+            logp_rollout = torch.zeros(n_local, T)
+            for i, (_, s) in enumerate(samples):
+                logp_rollout[i, : len(s.logprobs)] = torch.tensor(s.logprobs)
+
+        # teacher prompts only for samples the method distills
+        teacher_prefix: dict[int, list[int]] = {}
+        for i in torch.nonzero(routing.to_sdpo).flatten().tolist():
+            pi, s = samples[i]
+            demo_text = samples[routing.demo_index[i]][1].text
+            ids, plen = teacher_input_ids(self.tokenizer, prompts[pi][0].messages, demo_text, s.response_ids, cfg.method.max_demo_tokens)
+            teacher_prefix[i] = ids[:plen]
+
+        # 4-5. update(s)
+        n_updates = cfg.rollout.prompts_per_step // cfg.optim.mini_batch_prompts
+        per_rank_mb = cfg.optim.mini_batch_prompts // world()
+        sample_rows = torch.arange(len(samples))
+        logp_old_all = None
+        if n_updates > 1:
+            with timer("old_logprob"):
+                logp_old_all = self._logprobs(sample_rows, student_prefix, responses)
+            tokens["old_logprob"] = gen_tok + prompt_tok
+            flops["old_logprob"] = 2 * self.n_params * (gen_tok + prompt_tok)
+
+        m_sum: dict[str, float] = {}
+        grad_norms = []
+        finite = True
+        for u in range(n_updates):
+            rows = sample_rows[(group_ids >= u * per_rank_mb) & (group_ids < (u + 1) * per_rank_mb)]
+            stats = self._update(rows, routing, advantages, student_prefix, responses, teacher_prefix,
+                                 logp_old_all, logp_rollout, timer, tokens, flops)
+            for k, v in stats["metrics"].items():
+                if k == "weight_min":
+                    m_sum[k] = min(m_sum.get(k, math.inf), v)
+                elif k == "weight_max":
+                    m_sum[k] = max(m_sum.get(k, -math.inf), v)
+                else:
+                    m_sum[k] = m_sum.get(k, 0.0) + v
+            grad_norms.append(stats["grad_norm"])
+            finite = finite and stats["finite"]
+
+        # 6. teacher EMA
+        with timer("teacher_ema"):
+            if self.teacher is not None and cfg.method.teacher == "ema" and finite:
+                with torch.no_grad():
+                    for t, p in zip(self.teacher.parameters(), self.model.parameters()):
+                        t.mul_(1 - cfg.method.ema_rate).add_(p.detach(), alpha=cfg.method.ema_rate)
+        if cfg.rollout.engine == "vllm":
+            self.engine.sync_weights(self.model)
+
+        step_seconds = time.perf_counter() - t_step
+        self.train_seconds += step_seconds
+        resp_len = torch.tensor([len(r) for r in responses], dtype=torch.float)
+        n = len(samples)
+        sums = all_sum(torch.tensor([
+            rewards.sum(), (rewards >= cfg.method.success_threshold).float().sum(), float(n),
+            routing.to_sdpo.float().sum(), (routing.grpo_coef > 0).float().sum(), routing.has_teacher.float().sum(),
+            resp_len.sum(), float(sum(s.finish_reason == "length" for _, s in samples)),
+        ], dtype=torch.float64)).tolist()
+        keys = ("grpo_loss_sum", "sdpo_loss_sum", "teacher_entropy_sum", "weight_sum", "weight_sq_sum", "sdpo_tokens_count", "tokens_count")
+        m_sum.update(zip(keys, all_sum(torch.tensor([m_sum.get(k, 0.0) for k in keys], dtype=torch.float64)).tolist()))
+        for k, op in (("weight_min", dist.ReduceOp.MIN), ("weight_max", dist.ReduceOp.MAX)):
+            if dist.is_initialized() and k in m_sum:
+                v = torch.tensor(m_sum[k], dtype=torch.float64)
+                dist.all_reduce(v, op=op)
+                m_sum[k] = v.item()
+        tok_count = max(m_sum["tokens_count"], 1.0)
+        sdpo_tok = m_sum["sdpo_tokens_count"]
+        rec = {
+            "step": step + 1,
+            "wall_seconds": round(self.train_seconds, 4),
+            "reward_mean": sums[0] / sums[2],
+            "accuracy": sums[1] / sums[2],
+            "frac_sdpo": sums[3] / sums[2],
+            "frac_grpo": sums[4] / sums[2],
+            "frac_teacher_available": sums[5] / sums[2],
+            "response_length_mean": sums[6] / sums[2],
+            "truncation_rate": sums[7] / sums[2],
+            "teacher_entropy_mean": m_sum.get("teacher_entropy_sum", 0.0) / sdpo_tok if sdpo_tok else None,
+            "weight_mean": m_sum.get("weight_sum", 0.0) / sdpo_tok if sdpo_tok else None,
+            "weight_std": math.sqrt(max(m_sum["weight_sq_sum"] / sdpo_tok - (m_sum["weight_sum"] / sdpo_tok) ** 2, 0)) if sdpo_tok else None,
+            "weight_min": m_sum.get("weight_min") if sdpo_tok else None,
+            "weight_max": m_sum.get("weight_max") if sdpo_tok else None,
+            "loss": (m_sum.get("grpo_loss_sum", 0.0) + m_sum.get("sdpo_loss_sum", 0.0)) / tok_count,
+            "loss_grpo": m_sum.get("grpo_loss_sum", 0.0) / tok_count,
+            "loss_sdpo": m_sum.get("sdpo_loss_sum", 0.0) / tok_count,
+            "grad_norm": float(sum(grad_norms) / len(grad_norms)),
+            "grads_finite": finite,
+            "lr": self.scheduler.get_last_lr()[0],
+            "updates": n_updates,
+            "seconds": {**{p: round(v, 5) for p, v in timer.seconds.items() if p != "validate"}, "step": round(step_seconds, 5)},
+            "tokens": {p: v for p, v in tokens.items() if p != "validate"},
+            "flops": {p: v for p, v in flops.items() if p != "validate"},
+            "teacher_forward_samples": len(teacher_prefix),
+        }
+        self.step += 1
+        return rec
+
+    @torch.no_grad()
+    def _logprobs(self, rows, prefixes, responses) -> torch.Tensor:
+        """Current-policy log-probs of the response tokens, ``[n_samples, T_max]`` (CPU)."""
+        T = max(1, max(len(r) for r in responses))
+        out = torch.zeros(len(responses), T)
+        mb = self.cfg.optim.micro_batch_size
+        for i in range(0, len(rows), mb):
+            idx = rows[i : i + mb].tolist()
+            b = make_batch([prefixes[j] for j in idx], [responses[j] for j in idx], self.tokenizer.pad_token_id, self.device)
+            lp = losses.token_logprobs(response_logits(self.model, b, self.autocast), b.resp, self.cfg.rollout.temperature)
+            out[idx, : lp.shape[1]] = (lp * b.mask).cpu()
+        return out
+
+    def _update(self, rows, routing, advantages, student_prefix, responses, teacher_prefix, logp_old_all, logp_rollout,
+                timer, tokens, flops) -> dict:
+        """One optimizer update over ``rows`` (this rank's samples of the mini-batch)."""
+        cfg, mb = self.cfg, self.cfg.optim.micro_batch_size
+        pad = self.tokenizer.pad_token_id
+        n_tokens = all_sum(torch.tensor(float(sum(len(responses[i]) for i in rows.tolist())), dtype=torch.float64)).item()
+        sdpo_rows = rows[routing.sdpo_coef[rows] > 0]
+        grpo_rows = rows[(routing.sdpo_coef[rows] == 0) & (routing.grpo_coef[rows] > 0)]
+        metrics: dict[str, float] = {}
+        self.optimizer.zero_grad(set_to_none=True)
+
+        def run(idx_rows: torch.Tensor, with_teacher: bool) -> None:
+            for i in range(0, len(idx_rows), mb):
+                idx = idx_rows[i : i + mb].tolist()
+                resp = [responses[j] for j in idx]
+                teacher_logits = None
+                if with_teacher:
+                    with timer("teacher_forward"), torch.no_grad():
+                        tb = make_batch([teacher_prefix[j] for j in idx], resp, pad, self.device)
+                        teacher_model = self.teacher if self.teacher is not None else self.model
+                        teacher_logits = response_logits(teacher_model, tb, self.autocast)
+                    n_tt = int(tb.attn.sum())
+                    tokens["teacher_forward"] += n_tt
+                    flops["teacher_forward"] += 2 * self.n_params * n_tt
+                with timer("update"):
+                    b = make_batch([student_prefix[j] for j in idx], resp, pad, self.device)
+                    logits = response_logits(self.model, b, self.autocast)
+                    logp = losses.token_logprobs(logits, b.resp, cfg.rollout.temperature)
+                    T = logp.shape[1]
+                    logp_old = logp.detach() if logp_old_all is None else logp_old_all[idx, :T].to(self.device)
+                    lp_roll = None if logp_rollout is None else logp_rollout[idx, :T].to(self.device)
+                    sub = routing.select(torch.tensor(idx))
+                    loss, m = losses.srpo_objective(
+                        logp=logp, logp_old=logp_old, advantages=advantages[idx].to(self.device), mask=b.mask,
+                        routing=_to(sub, self.device), num_tokens=n_tokens, cfg=self.loss_cfg,
+                        student_logits=logits if with_teacher else None, teacher_logits=teacher_logits,
+                        weight_normalizer=1.0 if with_teacher else None, logp_rollout=lp_roll,
+                    )
+                    (loss * world()).backward()  # gradients are summed over ranks below
+                n_st = int(b.attn.sum())
+                tokens["update"] += n_st
+                flops["update"] += 6 * self.n_params * n_st
+                for k, v in m.items():
+                    if k == "weight_min":
+                        metrics[k] = min(metrics.get(k, math.inf), v)
+                    elif k == "weight_max":
+                        metrics[k] = max(metrics.get(k, -math.inf), v)
+                    else:
+                        metrics[k] = metrics.get(k, 0.0) + v
+
+        # a. distilled samples first; their gradients then get the step-wide weight normaliser
+        run(sdpo_rows, with_teacher=True)
+        raw = all_sum(torch.tensor([metrics.get("weight_sum", 0.0), metrics.get("sdpo_tokens_count", 0.0)], dtype=torch.float64))
+        mean_w = (raw[0] / raw[1]).item() if raw[1] > 0 else 1.0
+        if mean_w != 1.0:
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.div_(mean_w)
+            for k in ("sdpo_loss_sum", "weight_sum"):
+                metrics[k] /= mean_w
+            metrics["weight_sq_sum"] /= mean_w**2
+            metrics["weight_min"] /= mean_w
+            metrics["weight_max"] /= mean_w
+        # b. then the policy-gradient samples
+        run(grpo_rows, with_teacher=False)
+
+        with timer("update"):
+            if dist.is_initialized():
+                for p in self.model.parameters():
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                    p.grad.div_(world())
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            finite = bool(torch.isfinite(grad_norm))
+            if finite:
+                self.optimizer.step()
+            self.scheduler.step()
+        metrics["tokens_count"] = n_tokens / world()  # each rank reports its share; summed later
+        return {"metrics": metrics, "grad_norm": float(grad_norm), "finite": finite}
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self) -> dict:
+        """avg@k on the test split (this rank's share of questions, summed over ranks)."""
+        cfg = self.cfg
+        local = self.test_set[rank() :: world()]
+        sampling = SamplingConfig(cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens, step_seed(cfg.run.seed, self.step, salt=99))
+        groups = self.engine.generate([ids for _, ids in local], cfg.eval.k, sampling)
+        scores = [[ex.score(s.text) for s in g] for (ex, _), g in zip(local, groups)]
+        lengths = [len(s.response_ids) for g in groups for s in g]
+        trunc = [s.finish_reason == "length" for g in groups for s in g]
+        s = all_sum(torch.tensor([sum(map(sum, scores)), sum(len(x) for x in scores), len(scores),
+                                  sum(any(x) for x in [[v >= 0.5 for v in sc] for sc in scores]), sum(lengths), sum(trunc)], dtype=torch.float64)).tolist()
+        return {"step": self.step, "wall_seconds": round(self.train_seconds, 4), "avg_at_k": s[0] / s[1], "k": cfg.eval.k,
+                "pass_at_k": s[3] / s[2], "n_questions": int(s[2]), "response_length_mean": s[4] / s[1], "truncation_rate": s[5] / s[1]}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self) -> Path:
+        ckdir = self.out / "checkpoints"
+        final = ckdir / f"step_{self.step:06d}"
+        if rank() == 0:
+            tmp = ckdir / f".tmp_step_{self.step:06d}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            self.model.save_pretrained(tmp / "model")
+            self.tokenizer.save_pretrained(tmp / "model")
+            state = {"step": self.step, "train_seconds": self.train_seconds, "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(),
+                     "teacher": None if self.teacher is None else self.teacher.state_dict()}
+            torch.save(state, tmp / "trainer_state.pt")
+            (tmp / "COMPLETE").write_text(str(self.step))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            done = sorted(p for p in ckdir.glob("step_*") if (p / "COMPLETE").exists())
+            for old in done[: -self.cfg.run.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        if dist.is_initialized():
+            dist.barrier()
+        return final
+
+    def latest_checkpoint(self) -> Path | None:
+        done = sorted(p for p in (self.out / "checkpoints").glob("step_*") if (p / "COMPLETE").exists())
+        return done[-1] if done else None
+
+    def load(self, ckpt: Path) -> None:
+        from transformers import AutoModelForCausalLM
+
+        weights = AutoModelForCausalLM.from_pretrained(ckpt / "model", dtype=torch.float32).state_dict()
+        self.model.load_state_dict(weights)
+        state = torch.load(ckpt / "trainer_state.pt", map_location=self.device, weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.teacher is not None and state["teacher"] is not None:
+            self.teacher.load_state_dict(state["teacher"])
+        self.step, self.train_seconds = state["step"], state["train_seconds"]
+        if self.cfg.rollout.engine == "vllm":
+            self.engine.sync_weights(self.model)
+
+
+def _all_gather_cat(x: torch.Tensor) -> torch.Tensor:
+    """Concatenation of equal-shaped tensors from every rank, in rank order."""
+    if not dist.is_initialized():
+        return x
+    parts = [torch.empty_like(x) for _ in range(world())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def _to(r: losses.Routing, device) -> losses.Routing:
+    return losses.Routing(**{k: getattr(r, k).to(device) for k in r.__dataclass_fields__})
+
+
+def _truncate_jsonl(path: Path, max_step: int) -> None:
+    """Drop records past ``max_step`` (written after the checkpoint a resumed run starts from)."""
+    if not path.exists():
+        return
+    keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= max_step]
+    path.write_text("".join(l + "\n" for l in keep))
+
+
+def provenance() -> dict:
+    import subprocess
+
+    import transformers
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        commit, dirty = None, None
+    return {"git_commit": commit, "git_dirty": dirty, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "argv": sys.argv, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training; returns the run directory."""
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.run.device != "cpu" else "gloo")
+    if cfg.rollout.prompts_per_step % world() or cfg.optim.mini_batch_prompts % world():
+        raise ConfigError(f"prompts_per_step and mini_batch_prompts must be multiples of the world size {world()}")
+    trainer = Trainer(cfg)
+    out = trainer.out
+    out.mkdir(parents=True, exist_ok=True)
+    steps_path, val_path = out / "steps.jsonl", out / "val.jsonl"
+    ckpt = trainer.latest_checkpoint()
+    if ckpt is not None:
+        trainer.load(ckpt)
+    if rank() == 0:
+        _truncate_jsonl(steps_path, trainer.step)
+        _truncate_jsonl(val_path, trainer.step)
+        (out / "config.yaml").write_text(__import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False))
+        (out / "provenance.json").write_text(json.dumps({**provenance(), "resumed_from_step": trainer.step, "world_size": world(),
+                                                         "n_params": trainer.n_params}, indent=2))
+    writer = None
+    if cfg.run.tensorboard and rank() == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(out / "tensorboard")
+
+    def log_val():
+        t0 = time.perf_counter()
+        v = trainer.validate()
+        v["seconds"] = round(time.perf_counter() - t0, 3)
+        if rank() == 0:
+            with val_path.open("a") as f:
+                f.write(json.dumps(v) + "\n")
+            if writer:
+                writer.add_scalar("val/avg_at_k", v["avg_at_k"], v["step"])
+        return v
+
+    if trainer.step == 0 and cfg.eval.at_start and cfg.eval.val_every > 0:
+        log_val()
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.run.max_steps, initial=trainer.step, desc=f"{cfg.method.name}:{cfg.data.benchmark}", unit="step",
+               disable=not cfg.run.progress or rank() != 0, mininterval=1 if sys.stderr.isatty() else 30)
+    while trainer.step < cfg.run.max_steps:
+        if cfg.run.time_budget_s is not None and trainer.train_seconds >= cfg.run.time_budget_s:
+            break
+        rec = trainer.train_step()
+        if rank() == 0:
+            with steps_path.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            if writer:
+                for k in ("reward_mean", "accuracy", "frac_sdpo", "loss", "grad_norm"):
+                    writer.add_scalar(f"train/{k}", rec[k], rec["step"])
+        bar.update(1)
+        bar.set_postfix(reward=f"{rec['reward_mean']:.3f}", sdpo=f"{rec['frac_sdpo']:.2f}", s_per_step=f"{rec['seconds']['step']:.2f}", refresh=False)
+        last = trainer.step >= cfg.run.max_steps or (cfg.run.time_budget_s is not None and trainer.train_seconds >= cfg.run.time_budget_s)
+        if cfg.eval.val_every > 0 and (trainer.step % cfg.eval.val_every == 0 or last):
+            log_val()
+        if cfg.run.save_every > 0 and (trainer.step % cfg.run.save_every == 0 or last):
+            trainer.save()
+    bar.close()
+    if rank() == 0:
+        final = out / "final"
+        trainer.model.save_pretrained(final)
+        trainer.tokenizer.save_pretrained(final)
+        (out / "DONE").write_text(json.dumps({"steps": trainer.step, "train_seconds": trainer.train_seconds}))
+    if writer:
+        writer.close()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="srpo-train", description="Train a policy with GRPO, SDPO or SRPO (see srpo_ref/trainer.py).")
+    ap.add_argument("--config", required=False, help="YAML config (sections: model, data, rollout, optim, method, eval, run)")
+    ap.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. method.name=grpo run.seed=1")
+    a = ap.parse_args(argv)
+    try:
+        cfg = load_config(a.config, a.overrides)
+    except (ConfigError, tasks.DataNotFound) as e:
+        print(f"srpo-train: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        train(cfg)
+    except tasks.DataNotFound as e:
+        print(f"srpo-train: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
