@@ -133,6 +133,11 @@ def _coerce(value, annotation, where: str):
             return value
         if h is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if h is float and isinstance(value, str):  # YAML 1.1 reads "1e-2" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if h is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     raise ConfigError(f"{where}: expected {annotation}, got {type(value).__name__} {value!r}")

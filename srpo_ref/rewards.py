@@ -136,7 +136,10 @@ def math_reward(response: str, gold: str, timeout_s: float = 10.0) -> float:
     from math_verify import parse, verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # we time out ourselves (above)
-    gold_text = gold if "$" in gold or "\\boxed" in gold else f"${gold}$"
+    # Wrap a bare gold answer in math delimiters (an escaped "\$", as in dollar amounts, is not one).
+    stripped = gold.strip()
+    delimited = (stripped.startswith("$") and not stripped.startswith("\\$")) or "\\boxed" in stripped
+    gold_text = gold if delimited else f"${gold}$"
 
     def check():
         # Always off the main thread here, where math-verify's signal timeouts cannot work.

