@@ -205,12 +205,13 @@ def _mbpp(split: str, data_dir=None) -> list[Example]:
 TINY_MCQ_SYSTEM = "Pick one option. Respond as <reasoning>...</reasoning> <answer>letter</answer>."
 TINY_TOOL_SYSTEM = "Use one tool. Respond as Thought, Action, Action Input."
 TINY_MCQ_OPTIONS = {"A": ("even", "below 500"), "B": ("odd", "below 500"), "C": ("even", "500 or more"), "D": ("odd", "500 or more")}
-TINY_CITIES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Tokyo", "Delhi", "Quito", "Accra", "Hanoi"]
-TINY_TOOLS = {  # the city comes first, at a fixed position, so a tiny model can copy it
-    "getWeather": ["What is the weather there?", "Is it raining there?", "Forecast for there?"],
-    "getTime": ["What time is it there?", "Local time there?", "Which hour is it there?"],
-    "getNews": ["News from there?", "What happened there?", "Headlines from there?"],
-    "getHotels": ["Find a hotel there.", "Where can I stay there?", "Hotels there?"],
+TINY_CITIES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Tokyo", "Delhi", "Quito", "Accra", "Hanoi", "Dakar", "Kyiv",
+               "Riga", "Doha", "Baku", "Bern", "Sofia", "Minsk", "Tunis", "Seoul", "Dublin", "Lagos", "Perth", "Nice"]
+TINY_TOOLS = {  # the city comes last, right before the answer, so a tiny model can copy it
+    "getWeather": ["What is the weather there?", "Is it raining there?", "Forecast for there?", "How warm is it there?"],
+    "getTime": ["What time is it there?", "Local time there?", "Which hour is it there?", "Is it morning there?"],
+    "getNews": ["News from there?", "What happened there?", "Headlines from there?", "Any events there?"],
+    "getHotels": ["Find a hotel there.", "Where can I stay there?", "Hotels there?", "Book a room there."],
 }
 TINY_TOOL_DOC = "Tools: " + ", ".join(TINY_TOOLS) + '; input {"city": name}.'
 
@@ -235,7 +236,7 @@ def tiny_tool_call(tool: str, city: str) -> str:
 
 
 def _tiny_tool_example(tool: str, template: int, city: str, split: str) -> Example:
-    question = f"City: {city}. " + TINY_TOOLS[tool][template]
+    question = TINY_TOOLS[tool][template] + f" City: {city}"
     user = f"{TINY_TOOL_DOC}\nQuestion: {question}"
     return Example(f"tiny_tool-{split}-{tool}-{template}-{city}", [{"role": "system", "content": TINY_TOOL_SYSTEM}, {"role": "user", "content": user}],
                    tiny_tool_call(tool, city), "tooluse", {"tool": tool, "city": city})
@@ -252,9 +253,9 @@ def _tiny_mcq(split: str, data_dir=None) -> list[Example]:
 
 
 def _tiny_tool(split: str, data_dir=None) -> list[Example]:
-    combos = [(t, k, c) for t in TINY_TOOLS for k in range(3) for c in TINY_CITIES]
+    combos = [(t, k, c) for t in TINY_TOOLS for k in range(4) for c in TINY_CITIES]
     random.Random(TINY_SEED).shuffle(combos)
-    chosen = combos[:40] if split == "test" else combos[40:]
+    chosen = combos[:64] if split == "test" else combos[64:]
     return [_tiny_tool_example(t, k, c, split) for t, k, c in chosen]
 
 
@@ -283,3 +284,26 @@ def load_task(name: str, split: str = "train", data_dir: str | Path | None = Non
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     return TASKS[name](split, data_dir)
+
+
+def reference_responses(ex: Example) -> tuple[str, str]:
+    """A response in the expected format carrying the gold answer, and one carrying a wrong
+    answer: the graders' self-check (every gold must score 1, every wrong one 0)."""
+    if ex.kind == "mcq":
+        wrong = "A" if ex.gold != "A" else "B"
+        fmt = "<reasoning>\nBecause.\n</reasoning>\n<answer>\n{}\n</answer>"
+        return fmt.format(ex.gold), fmt.format(wrong)
+    if ex.kind == "tooluse":
+        calls = json.loads(ex.gold) if isinstance(ex.gold, str) else ex.gold
+        bad = [dict(c, Action=c["Action"] + "Wrong") for c in calls]
+        return rewards.format_tool_calls(calls), rewards.format_tool_calls(bad)
+    if ex.kind == "math":
+        return f"The answer is $\\boxed{{{ex.gold}}}$.", "The answer is $\\boxed{98765431}$."
+    if ex.kind == "code":
+        if "prompt" in ex.meta:  # HumanEval: signature and docstring, then the body
+            good = ex.meta["prompt"] + ex.meta["canonical_solution"]
+            wrong = ex.meta["prompt"] + "    raise NotImplementedError\n"
+        else:
+            good, wrong = ex.meta["canonical_solution"], "def solution():\n    return None\n"
+        return f"```python\n{good}\n```", f"```python\n{wrong}\n```"
+    raise ValueError(f"no reference responses for kind {ex.kind!r}")

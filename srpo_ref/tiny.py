@@ -109,8 +109,9 @@ def warmup_rows(tokenizer, label_accuracy: float, teacher_fraction: float, seed:
     """Tokenised (input_ids, labels) rows for the supervised warm-up (loss on the response only)."""
     rng = random.Random(seed)
     rows = []
+    repeats = {"tiny_mcq": 1, "tiny_tool": 2}  # balance the smaller tool set against the MCQ set
     for name in tasks.TINY_BENCHMARKS:
-        for ex in tasks.load_task(name, "train"):
+        for ex in tasks.load_task(name, "train") * repeats[name]:
             good = correct_response(ex)
             student = good if rng.random() < label_accuracy else random_response(ex, rng)
             rows.append(_encode_pair(tokenizer, render(ex.messages), student))

@@ -17,34 +17,12 @@ from tests.conftest import DATA_DIR
 pytestmark = pytest.mark.skipif(not DATA_DIR.exists(), reason=f"benchmark mirror not found at {DATA_DIR}")
 
 
-def gold_and_wrong(ex):
-    """A response in the expected format carrying the gold answer, and one carrying a wrong one."""
-    if ex.kind == "mcq":
-        wrong = "A" if ex.gold != "A" else "B"
-        fmt = "<reasoning>\nBecause.\n</reasoning>\n<answer>\n{}\n</answer>"
-        return fmt.format(ex.gold), fmt.format(wrong)
-    if ex.kind == "tooluse":
-        calls = json.loads(ex.gold)
-        bad = [dict(c, Action=c["Action"] + "Wrong") for c in calls]
-        return rewards.format_tool_calls(calls), rewards.format_tool_calls(bad)
-    if ex.kind == "math":
-        return f"The answer is $\\boxed{{{ex.gold}}}$.", "The answer is $\\boxed{98765431}$."
-    if ex.kind == "code":
-        if "prompt" in ex.meta:  # HumanEval: the prompt (signature, docstring) plus the body
-            good = ex.meta["prompt"] + ex.meta["canonical_solution"]
-            wrong = ex.meta["prompt"] + "    raise NotImplementedError\n"
-        else:
-            good, wrong = ex.meta["canonical_solution"], "def solution():\n    return None\n"
-        return f"```python\n{good}\n```", f"```python\n{wrong}\n```"
-    raise AssertionError(ex.kind)
-
-
 @pytest.mark.parametrize("name", [*tasks.PAPER_BENCHMARKS, *tasks.MATHCODE_BENCHMARKS])
 def test_every_test_row_grades_gold_one_and_wrong_zero(name):
     examples = tasks.load_task(name, "test", DATA_DIR)
 
     def check(ex):
-        good, wrong = gold_and_wrong(ex)
+        good, wrong = tasks.reference_responses(ex)
         return ex.id, ex.score(good), ex.score(wrong)
 
     with ThreadPoolExecutor(2) as pool:

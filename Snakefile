@@ -1,0 +1,32 @@
+# SRPO reproduction pipeline. Entry point; the stages live in workflow/rules/*.smk.
+#
+#   snakemake --cores 2                                   # tiny profile (default), CPU
+#   snakemake --cores 2 --configfile config/small.yaml    # SmolLM2-135M on real benchmarks
+#   snakemake --profile workflow/profiles/slurm --configfile config/paper.yaml
+#
+# Outputs: work/<profile>/ (models, runs, evaluations) and results/<profile>/ (tables, figures,
+# report.md). See README.md, "The pipeline".
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/tiny.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/eval.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{RESULTS}/report.md",

@@ -1,0 +1,425 @@
+"""Tables, compute-cost accounting, figures and the report, from the runs' own records.
+
+Inputs (all written by ``srpo_ref.trainer`` and ``evals.run``):
+
+    RUNS/<model>/<benchmark>/<method>/seed<k>/{steps.jsonl, val.jsonl, config.yaml}
+    EVALS/<model>/base/<benchmark>/results.json
+    EVALS/<model>/<train benchmark>/<method>/seed<k>/<benchmark>/results.json
+
+Budgets: the paper reports the best validation avg@16 reached within 1h, 5h and 10h of training
+wall-clock (Table 1) and the mean seconds per step within those windows (cost). Smaller profiles
+scale the windows (``budgets`` in the pipeline config); labels keep the paper's names.
+Every table is written as CSV and Markdown; the paper's numbers stand beside ours where they
+exist (``../shared/paper/*.csv``), with the difference and the spread across seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+PAPER_METHOD_NAMES = {"srpo_no_dw": "srpo_no_dynamic_weighting", "adv_mix": "advantage_mix_lambda0.9"}
+PHASES = ("generate", "reward", "old_logprob", "teacher_forward", "update", "teacher_ema")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+
+
+def load_runs(runs_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(steps, val): one row per step record / validation record, with run keys as columns."""
+    steps, vals = [], []
+    for steps_path in sorted(Path(runs_root).glob("*/*/*/seed*/steps.jsonl")):
+        run = steps_path.parent
+        key = {"model": run.parts[-4], "benchmark": run.parts[-3], "method": run.parts[-2], "seed": int(run.name[4:])}
+        for r in _jsonl(steps_path):
+            flat = {**key, **{k: v for k, v in r.items() if not isinstance(v, dict)}}
+            for group in ("seconds", "tokens", "flops"):
+                for phase, v in r.get(group, {}).items():
+                    flat[f"{group}_{phase}"] = v
+            steps.append(flat)
+        vals += [{**key, **v} for v in _jsonl(run / "val.jsonl")]
+    return pd.DataFrame(steps), pd.DataFrame(vals)
+
+
+def load_evals(evals_root: Path) -> pd.DataFrame:
+    rows = []
+    for res in sorted(Path(evals_root).glob("**/results.json")):
+        rel = res.relative_to(evals_root).parts
+        r = json.loads(res.read_text())
+        if rel[1] == "base":
+            key = {"model": rel[0], "train_benchmark": None, "method": "base", "seed": None, "benchmark": rel[2]}
+        else:
+            key = {"model": rel[0], "train_benchmark": rel[1], "method": rel[2], "seed": int(rel[3][4:]), "benchmark": rel[4]}
+        rows.append({**key, **r["metrics"], "tests": r.get("tests")})
+    return pd.DataFrame(rows)
+
+
+def load_paper(paper_dir: Path) -> dict[str, pd.DataFrame]:
+    paper_dir = Path(paper_dir)
+    out = {}
+    for name in ("table1_avg16", "table2_ablations", "cost_seconds_per_step"):
+        p = paper_dir / f"{name}.csv"
+        out[name] = pd.read_csv(p) if p.exists() else pd.DataFrame()
+    return out
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _mean_std(values) -> tuple[float, float, int]:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return float("nan"), float("nan"), 0
+    mu = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return mu, sd, len(vals)
+
+
+def _fmt(mu, sd=None, n=None, scale=100.0) -> str:
+    if mu is None or (isinstance(mu, float) and math.isnan(mu)):
+        return "–"
+    s = f"{mu * scale:.1f}"
+    if sd is not None and n and n > 1:
+        s += f" ± {sd * scale:.1f}"
+    return s
+
+
+def best_within(val: pd.DataFrame, budget_s: float) -> pd.DataFrame:
+    """Best avg@k per run among validations done within ``budget_s`` of training wall-clock."""
+    within = val[val["wall_seconds"] <= budget_s + 1e-9]
+    return within.groupby(["model", "benchmark", "method", "seed"], as_index=False)["avg_at_k"].max()
+
+
+def _paper_value(paper: pd.DataFrame, model: str | None, method: str, benchmark: str, budget_h) -> float | None:
+    if paper.empty or model is None:
+        return None
+    hit = paper[(paper["model"] == model) & (paper["method"] == method) & (paper["benchmark"] == benchmark) & (paper["budget_h"] == budget_h)]
+    return float(hit["avg16"].iloc[0]) / 100 if len(hit) else None
+
+
+# ----------------------------------------------------------------------------- Table 1
+
+
+def table1(val: pd.DataFrame, evals: pd.DataFrame, budgets: list[dict], methods: list[str], paper: pd.DataFrame,
+           paper_models: dict[str, str]) -> pd.DataFrame:
+    """Best avg@k within each budget, per model x benchmark x method, mean ± std over seeds,
+    plus the benchmark average; base model from its evaluation."""
+    rows = []
+    if val.empty:
+        return pd.DataFrame()
+    for model in sorted(val["model"].unique()):
+        pm = paper_models.get(model)
+        bench = sorted(val[val["model"] == model]["benchmark"].unique())
+        base = evals[(evals["model"] == model) & (evals["method"] == "base")] if not evals.empty else pd.DataFrame()
+        for b in bench + ["average"]:
+            if not base.empty:
+                vals = base[base["benchmark"].isin(bench)]["avg_at_k"] if b == "average" else base[base["benchmark"] == b]["avg_at_k"]
+                mu = vals.mean() if len(vals) else float("nan")
+                p = _paper_value(paper, pm, "base", b, 0)
+                rows.append({"model": model, "benchmark": b, "method": "base", "budget": "0", "ours_mean": mu, "ours_std": 0.0,
+                             "seeds": 1, "paper": p, "delta": None if p is None or math.isnan(mu) else mu - p})
+            for m in methods:
+                for bud in budgets:
+                    best = best_within(val[(val["model"] == model) & (val["method"] == m)], bud["seconds"])
+                    if b == "average":
+                        per_seed = best[best["benchmark"].isin(bench)].groupby("seed")
+                        # average only over seeds that have every benchmark
+                        seeds_vals = [g["avg_at_k"].mean() for _, g in per_seed if g["benchmark"].nunique() == len(bench)]
+                    else:
+                        seeds_vals = list(best[best["benchmark"] == b]["avg_at_k"])
+                    if not seeds_vals:
+                        continue
+                    mu, sd, n = _mean_std(seeds_vals)
+                    p = _paper_value(paper, pm, m, b, bud["paper_hours"])
+                    rows.append({"model": model, "benchmark": b, "method": m, "budget": bud["label"], "ours_mean": mu, "ours_std": sd,
+                                 "seeds": n, "paper": p, "delta": None if p is None else mu - p})
+    return pd.DataFrame(rows)
+
+
+def table1_markdown(t1: pd.DataFrame, budgets: list[dict]) -> str:
+    if t1.empty:
+        return "_No validation records._\n"
+    out = []
+    for model, g in t1.groupby("model", sort=False):
+        has_paper = g["paper"].notna().any()
+        head = ["benchmark", "method"] + [f"{b['label']} ours" + (" / paper (Δ)" if has_paper else "") for b in budgets]
+        out += [f"**{model}** (avg@k ×100, mean ± std over seeds)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for (b, m), gg in g.groupby(["benchmark", "method"], sort=False):
+            cells = [b, m]
+            for bud in budgets:
+                r = gg[gg["budget"] == (bud["label"] if m != "base" else "0")]
+                if r.empty:
+                    cells.append("–")
+                    continue
+                r = r.iloc[0]
+                c = _fmt(r["ours_mean"], r["ours_std"], r["seeds"])
+                if has_paper:
+                    c += f" / {_fmt(r['paper'])}" + (f" ({r['delta'] * 100:+.1f})" if r["delta"] is not None and not pd.isna(r["delta"]) else "")
+                cells.append(c)
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def shape_comparison(t1: pd.DataFrame, paper: pd.DataFrame, budgets: list[dict], reference_model: str = "Qwen3-8B") -> pd.DataFrame:
+    """SRPO's margin over GRPO and SDPO on the benchmark average, ours against the paper's:
+    the comparison that still means something when our model and tasks are not the paper's."""
+    rows = []
+    if t1.empty:
+        return pd.DataFrame()
+    avg = t1[t1["benchmark"] == "average"]
+    for model in avg["model"].unique():
+        for bud in budgets:
+            a = avg[(avg["model"] == model) & (avg["budget"] == bud["label"])].set_index("method")["ours_mean"]
+            for other in ("grpo", "sdpo"):
+                if "srpo" not in a or other not in a:
+                    continue
+                p_s = _paper_value(paper, reference_model, "srpo", "average", bud["paper_hours"])
+                p_o = _paper_value(paper, reference_model, other, "average", bud["paper_hours"])
+                rows.append({"model": model, "budget": bud["label"], "comparison": f"srpo - {other}", "ours": a["srpo"] - a[other],
+                             f"paper ({reference_model})": None if p_s is None or p_o is None else p_s - p_o})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- Table 2
+
+
+def table2(val: pd.DataFrame, budgets: list[dict], variants: list[str], benchmarks: list[str], paper2: pd.DataFrame,
+           reference_model: str = "Qwen3-8B") -> pd.DataFrame:
+    rows = []
+    if val.empty:
+        return pd.DataFrame()
+    for model in sorted(val["model"].unique()):
+        for v in variants:
+            for bud in budgets:
+                best = best_within(val[(val["model"] == model) & (val["method"] == v) & (val["benchmark"].isin(benchmarks))], bud["seconds"])
+                per_seed = [g["avg_at_k"].mean() for _, g in best.groupby("seed") if g["benchmark"].nunique() == len(benchmarks)]
+                if not per_seed:
+                    continue
+                mu, sd, n = _mean_std(per_seed)
+                p = None
+                if not paper2.empty:
+                    hit = paper2[(paper2["model"] == reference_model) & (paper2["variant"] == PAPER_METHOD_NAMES.get(v, v)) & (paper2["budget_h"] == bud["paper_hours"])]
+                    p = float(hit.iloc[0, -1]) / 100 if len(hit) else None
+                rows.append({"model": model, "variant": v, "budget": bud["label"], "ours_mean": mu, "ours_std": sd, "seeds": n,
+                             f"paper ({reference_model})": p})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- cost
+
+
+def cost_table(steps: pd.DataFrame, budgets: list[dict], methods: list[str]) -> pd.DataFrame:
+    """Seconds per step (total and per phase), tokens and FLOPs per step, teacher-forward share,
+    averaged over the steps inside each window, first per run, then over runs."""
+    rows = []
+    if steps.empty:
+        return pd.DataFrame()
+    for model in sorted(steps["model"].unique()):
+        for m in methods:
+            s = steps[(steps["model"] == model) & (steps["method"] == m)]
+            if s.empty:
+                continue
+            for bud in budgets:
+                w = s[s["wall_seconds"] <= bud["seconds"] + 1e-9]
+                if w.empty:
+                    continue
+                per_run = w.groupby(["benchmark", "seed"]).mean(numeric_only=True)
+                row = {"model": model, "method": m, "budget": bud["label"], "runs": len(per_run), "steps": len(w),
+                       "s_per_step": per_run["seconds_step"].mean(), "s_per_step_std": per_run["seconds_step"].std(ddof=1) if len(per_run) > 1 else 0.0}
+                for ph in PHASES:
+                    row[f"s_{ph}"] = per_run.get(f"seconds_{ph}", pd.Series([0.0])).mean()
+                    row[f"tokens_{ph}"] = per_run.get(f"tokens_{ph}", pd.Series([0.0])).mean()
+                    row[f"flops_{ph}"] = per_run.get(f"flops_{ph}", pd.Series([0.0])).mean()
+                total_flops = sum(row[f"flops_{ph}"] for ph in PHASES)
+                row["flops_total"] = total_flops
+                row["teacher_forward_share_time"] = row["s_teacher_forward"] / row["s_per_step"] if row["s_per_step"] else float("nan")
+                row["teacher_forward_share_flops"] = row["flops_teacher_forward"] / total_flops if total_flops else float("nan")
+                row["frac_sdpo"] = per_run["frac_sdpo"].mean()
+                row["response_length"] = per_run["response_length_mean"].mean()
+                rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    for other in ("grpo", "sdpo"):
+        ref = df[df["method"] == other].set_index(["model", "budget"])["s_per_step"]
+        df[f"vs_{other}"] = [r.s_per_step / ref.get((r.model, r.budget), float("nan")) - 1 if (r.model, r.budget) in ref.index else float("nan")
+                             for r in df.itertuples()]
+    return df
+
+
+def cost_markdown(cost: pd.DataFrame, paper_cost: pd.DataFrame, budgets: list[dict], reference_model: str = "Qwen3-8B") -> str:
+    if cost.empty:
+        return "_No step records._\n"
+    lines = ["| model | method | window | s/step (ours) | s/step (paper 8B) | generate | teacher fwd | update | old logp | teacher-fwd share (time / FLOPs) | SDPO-routed | resp. len | vs GRPO | vs SDPO |",
+             "|" + "---|" * 15]
+    for r in cost.itertuples():
+        p = None
+        if not paper_cost.empty:
+            bud = next(b for b in budgets if b["label"] == r.budget)
+            hit = paper_cost[(paper_cost["model"] == reference_model) & (paper_cost["window_h"] == bud["paper_hours"])]
+            col = f"{r.method}_s_per_step"
+            p = float(hit[col].iloc[0]) if len(hit) and col in hit else None
+        pct = lambda x: "–" if pd.isna(x) else f"{x * 100:+.1f}%"
+        lines.append(f"| {r.model} | {r.method} | {r.budget} | {r.s_per_step:.3f} | {'–' if p is None else f'{p:.1f}'} | {r.s_generate:.3f} | "
+                     f"{r.s_teacher_forward:.3f} | {r.s_update:.3f} | {r.s_old_logprob:.3f} | {r.teacher_forward_share_time * 100:.1f}% / "
+                     f"{r.teacher_forward_share_flops * 100:.1f}% | {r.frac_sdpo:.2f} | {r.response_length:.1f} | {pct(r.vs_grpo)} | {pct(r.vs_sdpo)} |")
+    paper_line = ""
+    if not paper_cost.empty:
+        p = paper_cost[paper_cost["model"] == reference_model]
+        last = p[p["window_h"] == p["window_h"].max()].iloc[0]
+        paper_line = (f"\nPaper ({reference_model}, {int(last['window_h'])}h window): SRPO {last['srpo_s_per_step']:.1f} s/step vs GRPO "
+                      f"{last['grpo_s_per_step']:.1f} ({(last['srpo_s_per_step'] / last['grpo_s_per_step'] - 1) * 100:+.1f}%) and SDPO "
+                      f"{last['sdpo_s_per_step']:.1f} ({(last['srpo_s_per_step'] / last['sdpo_s_per_step'] - 1) * 100:+.1f}%).\n")
+    return "\n".join(lines) + "\n" + paper_line
+
+
+# ----------------------------------------------------------------------------- evaluation tables
+
+
+def final_eval_table(evals: pd.DataFrame) -> pd.DataFrame:
+    if evals.empty:
+        return pd.DataFrame()
+    g = evals.groupby(["model", "benchmark", "method"], dropna=False)
+    out = g.agg(avg_at_k=("avg_at_k", "mean"), avg_at_k_seed_std=("avg_at_k", lambda x: x.std(ddof=1) if len(x) > 1 else 0.0),
+                stderr=("avg_at_k_stderr", "mean"), pass_at_1=("pass_at_1", "mean"), truncation=("truncation_rate", "mean"),
+                length=("response_length_mean", "mean"), seeds=("avg_at_k", "size"), tests=("tests", "first")).reset_index()
+    return out
+
+
+def eval_markdown(df: pd.DataFrame, benchmarks: list[str] | None = None, empty_note: str = "_Not evaluated in this profile._") -> str:
+    if df.empty:
+        return empty_note + "\n"
+    if benchmarks is not None:
+        df = df[df["benchmark"].isin(benchmarks)]
+        if df.empty:
+            return empty_note + "\n"
+    lines = ["| model | benchmark | method | avg@k ×100 (± seed std) | bootstrap s.e. | pass@1 | truncation | mean length | seeds | tests |", "|" + "---|" * 10]
+    for r in df.itertuples():
+        lines.append(f"| {r.model} | {r.benchmark} | {r.method} | {_fmt(r.avg_at_k, r.avg_at_k_seed_std, r.seeds)} | {r.stderr * 100:.1f} | "
+                     f"{r.pass_at_1 * 100:.1f} | {r.truncation * 100:.1f}% | {r.length:.1f} | {r.seeds} | {r.tests} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- figures
+
+METHOD_COLORS = {"grpo": "#1f77b4", "sdpo": "#d62728", "srpo": "#2ca02c", "srpo_no_dw": "#9467bd", "adv_mix": "#ff7f0e",
+                 "sdpo_failed_only": "#8c564b", "sdpo_correct_only": "#e377c2"}
+
+
+def _band_plot(ax, df: pd.DataFrame, x: str, y: str, method: str, window: int = 1):
+    """Mean over seeds (after a rolling mean within each run) with a min-max band."""
+    curves = []
+    for _, run in df.groupby(["benchmark", "seed"]):
+        run = run.sort_values(x)
+        curves.append(pd.Series(run[y].rolling(window, min_periods=1).mean().values, index=run[x].values))
+    if not curves:
+        return
+    grid = sorted(set().union(*[set(c.index) for c in curves]))
+    mat = pd.concat([c.reindex(grid).interpolate(limit_area="inside") for c in curves], axis=1)
+    color = METHOD_COLORS.get(method)
+    ax.plot(grid, mat.mean(axis=1), label=method, color=color, lw=1.8)
+    if mat.shape[1] > 1:
+        ax.fill_between(grid, mat.min(axis=1), mat.max(axis=1), color=color, alpha=0.18, lw=0)
+
+
+def figures(steps: pd.DataFrame, val: pd.DataFrame, cost: pd.DataFrame, methods: list[str], out_dir: Path, time_unit: str = "s") -> list[Path]:
+    """Writes PNG and PDF figures; returns the PNG paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scale = {"s": 1.0, "min": 60.0, "h": 3600.0}[time_unit]
+    written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        for ext in ("png", "pdf"):
+            fig.savefig(out_dir / f"{name}.{ext}", dpi=130)
+        plt.close(fig)
+        written.append(out_dir / f"{name}.png")
+
+    if not val.empty:
+        v = val.assign(t=val["wall_seconds"] / scale)
+        for model in v["model"].unique():
+            vm = v[v["model"] == model]
+            bench = sorted(vm["benchmark"].unique())
+            fig, axes = plt.subplots(1, len(bench) + 1, figsize=(4.2 * (len(bench) + 1), 3.4), squeeze=False)
+            for ax, b in zip(axes[0], bench + ["average"]):
+                for m in methods:
+                    d = vm[vm["method"] == m]
+                    if b == "average":
+                        d = d.groupby(["seed", "step"], as_index=False).agg(avg_at_k=("avg_at_k", "mean"), t=("t", "mean"), n=("benchmark", "nunique"))
+                        d = d[d["n"] == len(bench)].assign(benchmark="average")
+                    else:
+                        d = d[d["benchmark"] == b]
+                    if len(d):
+                        _band_plot(ax, d, "t", "avg_at_k", m, window=2)
+                ax.set_title(b if b != "average" else f"average of {len(bench)}")
+                ax.set_xlabel(f"training wall-clock ({time_unit})")
+                ax.set_ylabel("validation avg@k")
+                ax.grid(alpha=0.3)
+            axes[0][0].legend(fontsize=8)
+            fig.suptitle(f"{model}: validation accuracy against training time (rolling mean; band = min-max over seeds)", fontsize=10)
+            save(fig, f"accuracy_vs_time_{model}")
+
+    if not steps.empty:
+        s = steps.assign(t=steps["wall_seconds"] / scale)
+        panels = [("response_length_mean", "mean response length (tokens)", "response_length"),
+                  ("seconds_step", "seconds per step", "seconds_per_step")]
+        for col, label, name in panels:
+            fig, ax = plt.subplots(figsize=(5.5, 3.6))
+            for m in methods:
+                d = s[s["method"] == m]
+                if len(d):
+                    _band_plot(ax, d, "step", col, m, window=3)
+            ax.set_xlabel("training step")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            ax.set_title(f"{label} over training (all benchmarks, seeds)", fontsize=10)
+            save(fig, name)
+        routed = [m for m in methods if m not in ("grpo",) and m in set(s["method"])]
+        fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+        for m in routed:
+            d = s[s["method"] == m]
+            _band_plot(axes[0], d, "step", "frac_sdpo", m, window=3)
+            _band_plot(axes[1], d.dropna(subset=["teacher_entropy_mean"]), "step", "teacher_entropy_mean", m, window=3)
+        for m in methods:
+            d = s[s["method"] == m]
+            if len(d):
+                _band_plot(axes[2], d, "step", "accuracy", m, window=3)
+        for ax, t in zip(axes, ["fraction of samples routed to SDPO", "teacher entropy on SDPO tokens (nats)", "training accuracy"]):
+            ax.set_title(t, fontsize=10)
+            ax.set_xlabel("training step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        save(fig, "routing_and_entropy")
+
+    if not cost.empty:
+        last = cost[cost["budget"] == cost["budget"].iloc[-1]] if "budget" in cost else cost
+        for model in last["model"].unique():
+            c = last[last["model"] == model].set_index("method")
+            fig, ax = plt.subplots(figsize=(6.5, 3.8))
+            bottom = pd.Series(0.0, index=c.index)
+            for ph in PHASES:
+                vals = c[f"s_{ph}"].fillna(0.0)
+                if vals.sum() > 0:
+                    ax.bar(c.index, vals, bottom=bottom, label=ph)
+                    bottom += vals
+            ax.set_ylabel("seconds per step")
+            ax.set_title(f"{model}: where a step's time goes (window {last['budget'].iloc[0]})", fontsize=10)
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3, axis="y")
+            save(fig, f"cost_phases_{model}")
+    return written

