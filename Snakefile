@@ -7,12 +7,15 @@
 # Outputs: work/<profile>/ (models, runs, evaluations) and results/<profile>/ (tables, figures,
 # report.md). See README.md, "The pipeline".
 
+import yaml
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-
-configfile: "config/tiny.yaml"
+# The tiny profile is the default. It is loaded only when no --configfile was given: a
+# `configfile:` directive would be deep-merged with the user's file (mixing two profiles).
+if not config:
+    config.update(yaml.safe_load(open("config/tiny.yaml")))
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -9,9 +9,9 @@ PY = sys.executable  # the environment running snakemake runs every job
 PROFILE = config["profile"]
 WORK = f"work/{PROFILE}"
 RESULTS = f"results/{PROFILE}"
-if config.get("data_dir"):
-    os.environ["SRPO_DATA_DIR"] = str(Path(config["data_dir"]).resolve())
-DATA_DIR = os.environ.get("SRPO_DATA_DIR", str(Path("../shared/data").resolve()))
+# The benchmark mirror: the config's data_dir, else $SRPO_DATA_DIR, else ../shared/data.
+DATA_DIR = str(Path(config.get("data_dir") or os.environ.get("SRPO_DATA_DIR") or "../shared/data").resolve())
+ENV_FILE = "../../environment.yml"  # the software environment of all jobs, for --use-conda
 PAPER_DIR = config.get("paper_dir", "../shared/paper")
 TRAIN = config["train"]
 EVAL = config["evaluation"]
@@ -38,8 +38,9 @@ def runs():
     out = []
     for m in config["models"]:
         out += [(m, b, meth, s) for b in TRAIN["benchmarks"] for meth in TRAIN["methods"] for s in TRAIN["seeds"]]
-        out += [(m, b, meth, s) for b in TRAIN.get("ablation_benchmarks", []) for meth in TRAIN.get("ablations", [])
-                for s in TRAIN.get("ablation_seeds", TRAIN["seeds"])]
+        if m in TRAIN.get("ablation_models", list(config["models"])):
+            out += [(m, b, meth, s) for b in TRAIN.get("ablation_benchmarks", []) for meth in TRAIN.get("ablations", [])
+                    for s in TRAIN.get("ablation_seeds", TRAIN["seeds"])]
     return sorted(set(out))
 
 
@@ -53,7 +54,8 @@ def run_done_files(model=None, benchmark=None):
 
 def eval_files(model=None, benchmark=None):
     """Every evaluation result: base model on all benchmarks, each final checkpoint in-domain
-    (on the benchmark it trained on, if listed) and on the extra benchmarks."""
+    (on the benchmark it trained on, if listed), and the main methods' final checkpoints (not
+    the ablations') on the extra benchmarks."""
     files = []
     listed = EVAL["benchmarks"] + EVAL.get("extra_benchmarks", [])
     for m in config["models"]:
@@ -61,7 +63,36 @@ def eval_files(model=None, benchmark=None):
             continue
         files += [f"{WORK}/evals/{m}/base/{b}/results.json" for b in listed if benchmark in (None, b)]
         for (_, tb, meth, s) in [r for r in runs() if r[0] == m]:
-            for b in ([tb] if tb in EVAL["benchmarks"] else []) + EVAL.get("extra_benchmarks", []):
+            extra = EVAL.get("extra_benchmarks", []) if meth in TRAIN["methods"] else []
+            for b in ([tb] if tb in EVAL["benchmarks"] else []) + extra:
                 if benchmark in (None, b, tb):
                     files.append(f"{WORK}/evals/{m}/{tb}/{meth}/seed{s}/{b}/results.json")
     return sorted(set(files))
+
+
+def train_args(wc):
+    max_budget = max(b["seconds"] for b in config["budgets"])
+    args = [
+        f"model.path={model_path(wc.model)}",
+        f"data.benchmark={wc.benchmark}",
+        f"method.name={wc.method}",
+        f"run.seed={wc.seed}",
+        f"run.out_dir={run_dir(wc.model, wc.benchmark, wc.method, wc.seed)}",
+        f"run.time_budget_s={max_budget}",
+        "run.progress=false",
+        f"data.data_dir={DATA_DIR}",
+    ]
+    args += TRAIN.get("overrides", [])
+    args += TRAIN.get("method_overrides", {}).get(wc.method, [])
+    return " ".join(f"'{a}'" for a in args)
+
+
+def eval_args():
+    e = EVAL
+    args = [f"--data-dir {DATA_DIR}", f"--k {e.get('k', 16)}", f"--backend {e.get('backend', 'hf')}", f"--temperature {e.get('temperature', 0.6)}",
+            f"--top-p {e.get('top_p', 0.95)}", f"--max-new-tokens {e.get('max_new_tokens', 8192)}"]
+    if e.get("limit"):
+        args.append(f"--limit {e['limit']}")
+    if e.get("max_model_len"):
+        args.append(f"--max-model-len {e['max_model_len']}")
+    return " ".join(args)

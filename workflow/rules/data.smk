@@ -3,6 +3,8 @@
 
 
 rule data_manifest:
+    conda:
+        ENV_FILE
     output:
         f"{WORK}/data/{{benchmark}}.json",
     log:
@@ -16,6 +18,8 @@ rule data_manifest:
 
 
 rule grader_check:
+    conda:
+        ENV_FILE
     output:
         f"{WORK}/graders/{{benchmark}}.json",
     log:

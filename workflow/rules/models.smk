@@ -3,6 +3,8 @@
 
 
 rule tiny_base_model:
+    conda:
+        ENV_FILE
     output:
         f"{WORK}/models/{{name}}/config.json",
     wildcard_constraints:
@@ -15,12 +17,16 @@ rule tiny_base_model:
     params:
         steps=lambda wc: config["models"][wc.name].get("warmup_steps", 500),
         batch=lambda wc: config["models"][wc.name].get("warmup_batch_size", 32),
+        py=PY,
+        out=lambda wc: f"{WORK}/models/{wc.name}",
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m srpo_ref.tiny --out {WORK}/models/{wildcards.name} --steps {params.steps} "
+        "OMP_NUM_THREADS={threads} {params.py} -m srpo_ref.tiny --out {params.out} --steps {params.steps} "
         "--batch-size {params.batch} > {log} 2>&1"
 
 
 rule smollm2_from_gguf:
+    conda:
+        ENV_FILE
     output:
         f"{WORK}/models/{{name}}/config.json",
     wildcard_constraints:
@@ -29,5 +35,8 @@ rule smollm2_from_gguf:
         f"{WORK}/logs/models/{{name}}.log",
     benchmark:
         f"{WORK}/benchmarks/models/{{name}}.tsv"
+    params:
+        py=PY,
+        out=lambda wc: f"{WORK}/models/{wc.name}",
     shell:
-        "{PY} -m srpo_ref.smollm2 --out {WORK}/models/{wildcards.name} > {log} 2>&1"
+        "{params.py} -m srpo_ref.smollm2 --out {params.out} > {log} 2>&1"

@@ -2,6 +2,8 @@
 
 
 rule cost:
+    conda:
+        ENV_FILE
     input:
         run_done_files(),
     output:
@@ -12,13 +14,15 @@ rule cost:
     benchmark:
         f"{WORK}/benchmarks/report/cost.tsv"
     params:
-        runs=f"{WORK}/runs",
+        runs=lambda wc: f"{WORK}/runs",
         paper=PAPER_DIR,
     script:
         "../scripts/cost.py"
 
 
 rule tables:
+    conda:
+        ENV_FILE
     input:
         runs=run_done_files(),
         evals=eval_files(),
@@ -38,14 +42,16 @@ rule tables:
     benchmark:
         f"{WORK}/benchmarks/report/tables.tsv"
     params:
-        runs=f"{WORK}/runs",
-        evals=f"{WORK}/evals",
+        runs=lambda wc: f"{WORK}/runs",
+        evals=lambda wc: f"{WORK}/evals",
         paper=PAPER_DIR,
     script:
         "../scripts/tables.py"
 
 
 rule figures:
+    conda:
+        ENV_FILE
     input:
         runs=run_done_files(),
         cost=f"{RESULTS}/tables/cost.csv",
@@ -56,12 +62,14 @@ rule figures:
     benchmark:
         f"{WORK}/benchmarks/report/figures.tsv"
     params:
-        runs=f"{WORK}/runs",
+        runs=lambda wc: f"{WORK}/runs",
     script:
         "../scripts/figures.py"
 
 
 rule report:
+    conda:
+        ENV_FILE
     input:
         tables=rules.tables.output,
         cost=rules.cost.output.md,
@@ -73,7 +81,7 @@ rule report:
     benchmark:
         f"{WORK}/benchmarks/report/report.tsv"
     params:
-        runs=f"{WORK}/runs",
-        work=WORK,
+        runs=lambda wc: f"{WORK}/runs",
+        work=lambda wc: WORK,
     script:
         "../scripts/report.py"

@@ -2,23 +2,9 @@
 # complete checkpoint (the trainer's own resume), so an interrupted job loses at most save_every steps.
 
 
-def train_args(wc):
-    max_budget = max(b["seconds"] for b in config["budgets"])
-    args = [
-        f"model.path={model_path(wc.model)}",
-        f"data.benchmark={wc.benchmark}",
-        f"method.name={wc.method}",
-        f"run.seed={wc.seed}",
-        f"run.out_dir={run_dir(wc.model, wc.benchmark, wc.method, wc.seed)}",
-        f"run.time_budget_s={max_budget}",
-        "run.progress=false",
-    ]
-    args += TRAIN.get("overrides", [])
-    args += TRAIN.get("method_overrides", {}).get(wc.method, [])
-    return " ".join(f"'{a}'" for a in args)
-
-
 rule train:
+    conda:
+        ENV_FILE
     input:
         model=lambda wc: model_input(wc.model),
         data=f"{WORK}/data/{{benchmark}}.json",
@@ -44,6 +30,8 @@ rule train:
 
 rule benchmark_stage:
     """Everything for one benchmark (its runs and evaluations): `snakemake <WORK>/stages/<benchmark>.done`."""
+    conda:
+        ENV_FILE
     input:
         lambda wc: run_done_files(benchmark=wc.benchmark) + eval_files(benchmark=wc.benchmark),
     output:

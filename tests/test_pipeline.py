@@ -1,0 +1,87 @@
+"""The Snakemake pipeline: a reduced tiny profile end to end, dry runs of the larger profiles,
+the linter, and reruns that touch only what depends on a deleted output."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+
+
+def smk(*args, timeout=1500):
+    return subprocess.run([*SNAKEMAKE, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def planned_jobs(out: str) -> dict[str, int]:
+    """Job counts from a dry run's 'Job stats' table."""
+    stats = out.split("Job stats:")[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.MULTILINE) if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def ci_run():
+    res = smk("--cores", "2", "--configfile", "config/ci.yaml")
+    assert res.returncode == 0, res.stderr[-4000:]
+    return REPO / "results" / "ci"
+
+
+def test_reduced_profile_end_to_end(ci_run):
+    report = (ci_run / "report.md").read_text()
+    assert "## Table 1" in report and "## Compute cost per step" in report and "## Provenance" in report
+    t1 = pd.read_csv(ci_run / "tables" / "table1.csv")
+    assert {"grpo", "sdpo", "srpo", "base"} <= set(t1["method"])
+    assert t1[t1["method"] != "base"]["seeds"].max() == 2
+    cost = pd.read_csv(ci_run / "tables" / "cost.csv")
+    assert (cost["s_per_step"] > 0).all() and set(cost["method"]) >= {"grpo", "sdpo", "srpo", "srpo_no_dw"}
+    assert (cost[cost["method"] == "grpo"]["tokens_teacher_forward"] == 0).all()
+    assert pd.read_csv(ci_run / "tables" / "table2.csv")["variant"].tolist()
+    for name in ("accuracy_vs_time_tiny", "response_length", "seconds_per_step", "routing_and_entropy", "cost_phases_tiny"):
+        for ext in ("png", "pdf"):
+            assert (ci_run / "figures" / f"{name}.{ext}").stat().st_size > 1000
+    graders = (ci_run / "tables" / "graders.md").read_text()
+    assert "| chemistry | 210 | 210 | 210 |" in graders and "| aime24 | 30 | 30 | 30 |" in graders
+    # every rule logs and benchmarks
+    assert list((REPO / "work" / "ci" / "benchmarks" / "train").rglob("*.tsv"))
+    assert list((REPO / "work" / "ci" / "logs" / "evals").rglob("*.log"))
+
+
+def test_deleting_one_evaluation_reruns_only_its_dependents(ci_run):
+    target = REPO / "work" / "ci" / "evals" / "tiny" / "base" / "tiny_mcq" / "results.json"
+    target.unlink()
+    dry = smk("-n", "--cores", "2", "--configfile", "config/ci.yaml")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = planned_jobs(dry.stdout + dry.stderr)
+    assert jobs.get("eval_base") == 1 and "train" not in jobs and "eval_run" not in jobs and "tiny_base_model" not in jobs
+    assert jobs.get("report") == 1
+    res = smk("--cores", "2", "--configfile", "config/ci.yaml")
+    assert res.returncode == 0 and target.exists()
+
+
+@pytest.mark.parametrize("profile, expected", [("small", {"train": 12, "smollm2_from_gguf": 1}), ("paper", {"train": 100})])
+def test_dry_run_lists_full_dag(profile, expected):
+    res = smk("-n", "--cores", "2", "--configfile", f"config/{profile}.yaml", timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = planned_jobs(res.stdout + res.stderr)
+    for rule, n in expected.items():
+        assert jobs.get(rule) == n, jobs
+    assert jobs.get("report") == 1 and jobs.get("eval_run", 0) > 0
+
+
+def test_lint_is_clean():
+    res = smk("--lint", timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "Lints for" not in res.stdout + res.stderr, res.stdout[-3000:]
+
+
+def test_bad_config_is_rejected(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "config" / "ci.yaml").read_text().replace("methods: [grpo, sdpo, srpo]", "methods: [grpo, ppo]"))
+    res = smk("-n", "--cores", "1", "--configfile", str(bad), timeout=300)
+    assert res.returncode != 0 and "ppo" in res.stdout + res.stderr
