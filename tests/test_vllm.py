@@ -51,3 +51,30 @@ def test_eval_vllm_matches_hf_greedy(tiny_base, tmp_path):
     assert abs(a - b) <= 0.1, (a, b)
     rows = [json.loads(l) for l in (tmp_path / "vllm" / "tiny_mcq" / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 48 and {"question_id", "sample", "text", "extracted", "reward", "finish_reason", "tokens"} <= set(rows[0])
+
+
+def test_vllm_logprobs_match_trainer_logprobs_at_temperature(tiny_base):
+    """The rollout log-probs feed min(exp(logp_old - logp_rollout), 2): with the same weights they
+    must be the trainer's own log_softmax(logits / T) of the sampled tokens (weight ~ 1)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from srpo_ref import tasks
+    from srpo_ref.losses import token_logprobs
+    from srpo_ref.rollout import SamplingConfig, VLLMEngine
+    from srpo_ref.teacher import chat_prompt_ids
+    from srpo_ref.trainer import make_batch, response_logits
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
+    engine = VLLMEngine(str(tiny_base), tok, max_model_len=512)
+    prompts = [chat_prompt_ids(tok, ex.messages) for ex in tasks.load_task("tiny_mcq", "test")[:4]]
+    groups = engine.generate(prompts, 2, SamplingConfig(temperature=0.7, top_p=1.0, max_new_tokens=16, seed=0))
+    samples = [(p, s) for p, g in zip(prompts, groups) for s in g]
+    batch = make_batch([p for p, _ in samples], [s.response_ids for _, s in samples], tok.pad_token_id, "cpu")
+    with torch.no_grad():
+        ours = token_logprobs(response_logits(model, batch, None), batch.resp, temperature=0.7)
+    theirs = torch.zeros_like(ours)
+    for i, (_, s) in enumerate(samples):
+        theirs[i, : len(s.logprobs)] = torch.tensor(s.logprobs)
+    diff = ((ours - theirs).abs() * batch.mask).max().item()
+    assert diff < 2e-3, diff

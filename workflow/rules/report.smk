@@ -73,7 +73,7 @@ rule report:
     input:
         tables=rules.tables.output,
         cost=rules.cost.output.md,
-        figures=rules.figures.output,
+        figures=f"{RESULTS}/figures",
     output:
         f"{RESULTS}/report.md",
     log:
