@@ -29,14 +29,15 @@ else
 endif
 	touch $@
 
+# Jobs call `python` from PATH: the environment snakemake runs in.
 run: install
-	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/$(PROFILE).yaml
+	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --cores $(CORES) --configfile config/$(PROFILE).yaml
 
 test: install
-	$(VENV)/bin/pytest
+	PATH="$(abspath $(VENV))/bin:$$PATH" pytest
 
 lint: install
-	$(VENV)/bin/snakemake --lint
+	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --lint
 
 clean:
 	rm -rf results/tiny work/tiny .snakemake

@@ -32,4 +32,8 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
+        # everything worth keeping, so that any deleted output is rebuilt (with what depends on it)
+        run_done_files(),
+        eval_files(),
+        expand(f"{WORK}/graders/{{b}}.json", b=config.get("graders", {}).get("benchmarks", [])),
         f"{RESULTS}/report.md",

@@ -304,13 +304,7 @@ class Trainer:
             rows = sample_rows[(group_ids >= u * per_rank_mb) & (group_ids < (u + 1) * per_rank_mb)]
             stats = self._update(rows, routing, advantages, student_prefix, responses, teacher_prefix,
                                  logp_old_all, logp_rollout, timer, tokens, flops)
-            for k, v in stats["metrics"].items():
-                if k == "weight_min":
-                    m_sum[k] = min(m_sum.get(k, math.inf), v)
-                elif k == "weight_max":
-                    m_sum[k] = max(m_sum.get(k, -math.inf), v)
-                else:
-                    m_sum[k] = m_sum.get(k, 0.0) + v
+            _accumulate(m_sum, stats["metrics"])
             grad_norms.append(stats["grad_norm"])
             finite = finite and stats["finite"]
 
@@ -426,13 +420,7 @@ class Trainer:
                 n_st = int(b.attn.sum())
                 tokens["update"] += n_st
                 flops["update"] += 6 * self.n_params * n_st
-                for k, v in m.items():
-                    if k == "weight_min":
-                        metrics[k] = min(metrics.get(k, math.inf), v)
-                    elif k == "weight_max":
-                        metrics[k] = max(metrics.get(k, -math.inf), v)
-                    else:
-                        metrics[k] = metrics.get(k, 0.0) + v
+                _accumulate(metrics, m)
 
         # a. distilled samples first; their gradients then get the step-wide weight normaliser
         run(sdpo_rows, with_teacher=True)
@@ -523,6 +511,17 @@ class Trainer:
         self.step, self.train_seconds = state["step"], state["train_seconds"]
         if self.cfg.rollout.engine == "vllm":
             self.engine.sync_weights(self.model)
+
+
+def _accumulate(into: dict, metrics: dict) -> None:
+    """Add micro-batch metric sums into ``into`` (min and max for the weight extremes)."""
+    for k, v in metrics.items():
+        if k == "weight_min":
+            into[k] = min(into.get(k, math.inf), v)
+        elif k == "weight_max":
+            into[k] = max(into.get(k, -math.inf), v)
+        else:
+            into[k] = into.get(k, 0.0) + v
 
 
 def _all_gather_cat(x: torch.Tensor) -> torch.Tensor:

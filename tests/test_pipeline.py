@@ -12,7 +12,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+# jobs run `python` from PATH: put this interpreter's environment first
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO),
+       "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def smk(*args, timeout=1500):
@@ -58,7 +60,8 @@ def test_deleting_one_evaluation_reruns_only_its_dependents(ci_run):
     dry = smk("-n", "--cores", "2", "--configfile", "config/ci.yaml")
     assert dry.returncode == 0, dry.stderr[-3000:]
     jobs = planned_jobs(dry.stdout + dry.stderr)
-    assert jobs.get("eval_base") == 1 and "train" not in jobs and "eval_run" not in jobs and "tiny_base_model" not in jobs
+    assert jobs.get("eval_base") == 1, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert "train" not in jobs and "eval_run" not in jobs and "tiny_base_model" not in jobs, jobs
     assert jobs.get("report") == 1
     res = smk("--cores", "2", "--configfile", "config/ci.yaml")
     assert res.returncode == 0 and target.exists()

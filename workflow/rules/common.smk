@@ -1,11 +1,9 @@
 # Paths and the list of runs, derived from the validated config.
 import os
-import sys
 from pathlib import Path
 
 from srpo_ref.tasks import TASKS
 
-PY = sys.executable  # the environment running snakemake runs every job
 PROFILE = config["profile"]
 WORK = f"work/{PROFILE}"
 RESULTS = f"results/{PROFILE}"

@@ -20,10 +20,9 @@ rule eval_base:
     params:
         model=lambda wc: model_path(wc.model),
         args=eval_args(),
-        py=PY,
         out=lambda wc: f"{WORK}/evals/{wc.model}/base",
     shell:
-        "OMP_NUM_THREADS={threads} {params.py} -m evals.cli --model {params.model} --benchmarks {wildcards.benchmark} {params.args} "
+        "OMP_NUM_THREADS={threads} python -m evals.cli --model {params.model} --benchmarks {wildcards.benchmark} {params.args} "
         "--out {params.out} > {log} 2>&1"
 
 
@@ -47,7 +46,6 @@ rule eval_run:
         args=eval_args(),
         out=lambda wc: f"{WORK}/evals/{wc.model}/{wc.train_benchmark}/{wc.method}/seed{wc.seed}",
         final=lambda wc: f"{run_dir(wc.model, wc.train_benchmark, wc.method, wc.seed)}/final",
-        py=PY,
     shell:
-        "OMP_NUM_THREADS={threads} {params.py} -m evals.cli --model {params.final} --benchmarks {wildcards.benchmark} {params.args} "
+        "OMP_NUM_THREADS={threads} python -m evals.cli --model {params.final} --benchmarks {wildcards.benchmark} {params.args} "
         "--out {params.out} > {log} 2>&1"

@@ -17,10 +17,9 @@ rule tiny_base_model:
     params:
         steps=lambda wc: config["models"][wc.name].get("warmup_steps", 500),
         batch=lambda wc: config["models"][wc.name].get("warmup_batch_size", 32),
-        py=PY,
         out=lambda wc: f"{WORK}/models/{wc.name}",
     shell:
-        "OMP_NUM_THREADS={threads} {params.py} -m srpo_ref.tiny --out {params.out} --steps {params.steps} "
+        "OMP_NUM_THREADS={threads} python -m srpo_ref.tiny --out {params.out} --steps {params.steps} "
         "--batch-size {params.batch} > {log} 2>&1"
 
 
@@ -36,7 +35,6 @@ rule smollm2_from_gguf:
     benchmark:
         f"{WORK}/benchmarks/models/{{name}}.tsv"
     params:
-        py=PY,
         out=lambda wc: f"{WORK}/models/{wc.name}",
     shell:
-        "{params.py} -m srpo_ref.smollm2 --out {params.out} > {log} 2>&1"
+        "python -m srpo_ref.smollm2 --out {params.out} > {log} 2>&1"

@@ -21,7 +21,7 @@ rule train:
         mem_mb=TRAIN.get("mem_mb", 4000),
     params:
         args=train_args,
-        launcher=TRAIN.get("launcher", "") or PY,
+        launcher=TRAIN.get("launcher", "") or "python",
         config=TRAIN["config"],
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} -m srpo_ref.trainer --config {params.config} {params.args} "
