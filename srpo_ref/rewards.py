@@ -182,7 +182,10 @@ _GUARD = textwrap.dedent(
     import subprocess
     subprocess.Popen = _deny
     subprocess.run = subprocess.call = subprocess.check_call = subprocess.check_output = _deny
-    socket.socket = _deny
+    class _NoSocket(socket.socket):  # a class, so modules that subclass socket (ssl) still import
+        def __init__(self, *a, **k):
+            raise PermissionError("sockets are blocked by the srpo sandbox")
+    socket.socket = _NoSocket
     socket.create_connection = _deny
     _open = builtins.open
     def _inside(path):

@@ -1,8 +1,8 @@
 """Reward functions (shared by training and evaluation), including the code sandbox."""
 
-import glob
 import json
 import os
+import tempfile
 import time
 
 import pytest
@@ -56,8 +56,6 @@ def test_code_reward_pass_and_fail():
     assert code_reward("this is not code", "assert f(1) == 2") == 0.0
 
 
-def _leftovers():
-    return set(glob.glob("/tmp/srpo_sandbox_*"))
 
 
 @pytest.mark.parametrize(
@@ -73,17 +71,25 @@ def _leftovers():
         "import os\nos.remove('/tmp/srpo_do_not_delete')",
     ],
 )
-def test_sandbox_escapes_score_zero_and_leave_nothing(program):
+def test_sandbox_escapes_score_zero_and_leave_nothing(program, tmp_path, monkeypatch):
     sentinel = "/tmp/srpo_do_not_delete"
     open(sentinel, "w").write("keep")
-    before = _leftovers()
+    sandbox_root = tmp_path / "sandboxes"  # this test's sandboxes only (others may run in parallel)
+    sandbox_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(sandbox_root))
     t0 = time.time()
     assert code_reward(f"```python\n{program}\n```", "", timeout_s=3) == 0.0
     assert time.time() - t0 < 10
     assert not os.path.exists("/tmp/srpo_escape_test")
     assert os.path.exists(sentinel)
-    assert _leftovers() <= before
+    assert not list(sandbox_root.iterdir())  # the throwaway directory is gone
     assert os.system("pgrep -f 'slee[p] 100' > /dev/null") != 0
+
+
+def test_sandbox_allows_harmless_imports_of_network_modules():
+    # ssl subclasses socket.socket: blocking sockets must not break importing it
+    assert code_reward("```python\nimport urllib.request, ssl, http.client\ndef f():\n    return 1\n```", "assert f() == 1") == 1.0
+    assert code_reward("```python\nimport urllib.request\nurllib.request.urlopen('http://127.0.0.1:9', timeout=2)\n```", "") == 0.0
 
 
 def test_timeout_kills_whole_process_group():
