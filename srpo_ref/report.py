@@ -216,12 +216,17 @@ def table2(val: pd.DataFrame, budgets: list[dict], variants: list[str], benchmar
 # ----------------------------------------------------------------------------- cost
 
 
-def cost_table(steps: pd.DataFrame, budgets: list[dict], methods: list[str]) -> pd.DataFrame:
+def cost_table(steps: pd.DataFrame, budgets: list[dict], methods: list[str], benchmarks: list[str] | None = None) -> pd.DataFrame:
     """Seconds per step (total and per phase), tokens and FLOPs per step, teacher-forward share,
-    averaged over the steps inside each window, first per run, then over runs."""
+    averaged over the steps inside each window, first per run, then over runs. Only runs on
+    ``benchmarks`` count, so every method is compared on the same tasks."""
     rows = []
     if steps.empty:
         return pd.DataFrame()
+    if benchmarks is not None:
+        steps = steps[steps["benchmark"].isin(benchmarks)]
+        if steps.empty:
+            return pd.DataFrame()
     for model in sorted(steps["model"].unique()):
         for m in methods:
             s = steps[(steps["model"] == model) & (steps["method"] == m)]
@@ -232,7 +237,8 @@ def cost_table(steps: pd.DataFrame, budgets: list[dict], methods: list[str]) -> 
                 if w.empty:
                     continue
                 per_run = w.groupby(["benchmark", "seed"]).mean(numeric_only=True)
-                row = {"model": model, "method": m, "budget": bud["label"], "runs": len(per_run), "steps": len(w),
+                row = {"model": model, "benchmarks": "+".join(sorted(s["benchmark"].unique())), "method": m, "budget": bud["label"],
+                       "runs": len(per_run), "steps": len(w),
                        "s_per_step": per_run["seconds_step"].mean(), "s_per_step_std": per_run["seconds_step"].std(ddof=1) if len(per_run) > 1 else 0.0}
                 for ph in PHASES:
                     row[f"s_{ph}"] = per_run.get(f"seconds_{ph}", pd.Series([0.0])).mean()
@@ -249,8 +255,8 @@ def cost_table(steps: pd.DataFrame, budgets: list[dict], methods: list[str]) -> 
     if df.empty:
         return df
     for other in ("grpo", "sdpo"):
-        ref = df[df["method"] == other].set_index(["model", "budget"])["s_per_step"]
-        df[f"vs_{other}"] = [r.s_per_step / ref.get((r.model, r.budget), float("nan")) - 1 if (r.model, r.budget) in ref.index else float("nan")
+        ref = df[df["method"] == other].set_index(["model", "benchmarks", "budget"])["s_per_step"]
+        df[f"vs_{other}"] = [r.s_per_step / ref[(r.model, r.benchmarks, r.budget)] - 1 if (r.model, r.benchmarks, r.budget) in ref.index else float("nan")
                              for r in df.itertuples()]
     return df
 
@@ -258,8 +264,8 @@ def cost_table(steps: pd.DataFrame, budgets: list[dict], methods: list[str]) -> 
 def cost_markdown(cost: pd.DataFrame, paper_cost: pd.DataFrame, budgets: list[dict], reference_model: str = "Qwen3-8B") -> str:
     if cost.empty:
         return "_No step records._\n"
-    lines = ["| model | method | window | s/step (ours) | s/step (paper 8B) | generate | teacher fwd | update | old logp | teacher-fwd share (time / FLOPs) | SDPO-routed | resp. len | vs GRPO | vs SDPO |",
-             "|" + "---|" * 14]
+    lines = ["| model | benchmarks | method | window | s/step (ours) | s/step (paper 8B) | generate | teacher fwd | update | old logp | teacher-fwd share (time / FLOPs) | SDPO-routed | resp. len | vs GRPO | vs SDPO |",
+             "|" + "---|" * 15]
     for r in cost.itertuples():
         p = None
         if not paper_cost.empty:
@@ -268,7 +274,7 @@ def cost_markdown(cost: pd.DataFrame, paper_cost: pd.DataFrame, budgets: list[di
             col = f"{r.method}_s_per_step"
             p = float(hit[col].iloc[0]) if len(hit) and col in hit else None
         pct = lambda x: "–" if pd.isna(x) else f"{x * 100:+.1f}%"
-        lines.append(f"| {r.model} | {r.method} | {r.budget} | {r.s_per_step:.3f} | {'–' if p is None else f'{p:.1f}'} | {r.s_generate:.3f} | "
+        lines.append(f"| {r.model} | {r.benchmarks} | {r.method} | {r.budget} | {r.s_per_step:.3f} | {'–' if p is None else f'{p:.1f}'} | {r.s_generate:.3f} | "
                      f"{r.s_teacher_forward:.3f} | {r.s_update:.3f} | {r.s_old_logprob:.3f} | {r.teacher_forward_share_time * 100:.1f}% / "
                      f"{r.teacher_forward_share_flops * 100:.1f}% | {r.frac_sdpo:.2f} | {r.response_length:.1f} | {pct(r.vs_grpo)} | {pct(r.vs_sdpo)} |")
     paper_line = ""
@@ -412,6 +418,7 @@ def figures(steps: pd.DataFrame, val: pd.DataFrame, cost: pd.DataFrame, methods:
 
     if not cost.empty:
         last = cost[cost["budget"] == cost["budget"].iloc[-1]] if "budget" in cost else cost
+        last = last[last["benchmarks"] == last["benchmarks"].iloc[0]]  # the main block
         for model in last["model"].unique():
             c = last[last["model"] == model].set_index("method")
             fig, ax = plt.subplots(figsize=(8.0, 3.8))

@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from _log import to_log  # noqa: E402
 
@@ -11,8 +13,12 @@ from srpo_ref import report  # noqa: E402
 to_log(snakemake)
 cfg = snakemake.config
 steps, _ = report.load_runs(Path(snakemake.params.runs))
-methods = cfg["train"]["methods"] + cfg["train"].get("ablations", [])
-cost = report.cost_table(steps, cfg["budgets"], methods)
+train = cfg["train"]
+# main methods on the training benchmarks; then every method on the ablation benchmarks
+cost = report.cost_table(steps, cfg["budgets"], train["methods"], train["benchmarks"])
+if train.get("ablations") and train.get("ablation_benchmarks"):
+    ablation = report.cost_table(steps, cfg["budgets"], train["methods"] + train["ablations"], train["ablation_benchmarks"])
+    cost = pd.concat([cost, ablation], ignore_index=True)
 Path(snakemake.output.csv).parent.mkdir(parents=True, exist_ok=True)
 cost.to_csv(snakemake.output.csv, index=False)
 paper = report.load_paper(Path(snakemake.params.paper))["cost_seconds_per_step"]

@@ -91,7 +91,7 @@ if not steps.empty:
             a, b = srpo["tokens_teacher_forward"].mean(), sd["tokens_teacher_forward"].mean()
             claim("SRPO runs the teacher on fewer tokens per step than SDPO", a < b, f"{a:.0f} vs {b:.0f} tokens/step")
 if not cost.empty:
-    c = cost[cost["budget"] == last]
+    c = cost[(cost["budget"] == last) & (cost["benchmarks"] == cost["benchmarks"].iloc[0])]  # main methods, training benchmarks
     for model in c["model"].unique():
         cm = c[c["model"] == model].set_index("method")["s_per_step"]
         if "srpo" in cm and "grpo" in cm:
