@@ -40,10 +40,20 @@ def convert(out: Path) -> dict:
     t0 = time.time()
     path = gguf_file()
     tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    # The GGUF load marks the model as quantized (not serializable); its weights are already
+    # dequantised, so move them into a plain model built from the same config.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    if unexpected or [k for k in missing if "lm_head" not in k]:
+        raise RuntimeError(f"weights did not match the config: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
     tok.save_pretrained(out)
+    model.save_pretrained(out)
     info = {"source": PACKAGE, "gguf": path.name, "n_params": sum(p.numel() for p in model.parameters()), "seconds": round(time.time() - t0, 1)}
     (out / "conversion.json").write_text(json.dumps(info, indent=2))
     return info

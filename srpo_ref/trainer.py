@@ -138,10 +138,15 @@ def make_batch(prefixes: list[list[int]], responses: list[list[int]], pad_id: in
 def response_logits(model, batch: Batch, autocast_dtype) -> torch.Tensor:
     """Logits that predict each response token, ``[B, T, V]``: position ``start + t - 1``."""
     ctx = torch.autocast(batch.ids.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    L = batch.ids.shape[1]
+    # Vocabulary logits only from the earliest response window on: prompts can be long and the
+    # vocabulary large, and the prompt positions' logits are never used.
+    keep = L - int(batch.start.min()) + 1
     with ctx:
-        logits = model(input_ids=batch.ids, attention_mask=batch.attn).logits
+        logits = model(input_ids=batch.ids, attention_mask=batch.attn, logits_to_keep=keep).logits
     T = batch.resp.shape[1]
-    pos = (batch.start[:, None] - 1 + torch.arange(T, device=batch.ids.device)[None]).clamp(max=logits.shape[1] - 1)
+    pos = batch.start[:, None] - 1 + torch.arange(T, device=batch.ids.device)[None] - (L - keep)
+    pos = pos.clamp(min=0, max=logits.shape[1] - 1)
     return logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1])).float()
 
 
