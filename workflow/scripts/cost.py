@@ -14,11 +14,16 @@ to_log(snakemake)
 cfg = snakemake.config
 steps, _ = report.load_runs(Path(snakemake.params.runs))
 train = cfg["train"]
-# main methods on the training benchmarks; then every method on the ablation benchmarks
-cost = report.cost_table(steps, cfg["budgets"], train["methods"], train["benchmarks"])
-if train.get("ablations") and train.get("ablation_benchmarks"):
-    ablation = report.cost_table(steps, cfg["budgets"], train["methods"] + train["ablations"], train["ablation_benchmarks"])
-    cost = pd.concat([cost, ablation], ignore_index=True)
+# Methods are compared on the same benchmarks: the main methods on the training benchmarks, then
+# every method on the ablation benchmarks (one block when the two sets are the same).
+ablations, ablation_benchmarks = train.get("ablations", []), train.get("ablation_benchmarks", [])
+if ablations and sorted(ablation_benchmarks) == sorted(train["benchmarks"]):
+    cost = report.cost_table(steps, cfg["budgets"], train["methods"] + ablations, train["benchmarks"])
+else:
+    cost = report.cost_table(steps, cfg["budgets"], train["methods"], train["benchmarks"])
+    if ablations and ablation_benchmarks:
+        ablation = report.cost_table(steps, cfg["budgets"], train["methods"] + ablations, ablation_benchmarks)
+        cost = pd.concat([cost, ablation], ignore_index=True)
 Path(snakemake.output.csv).parent.mkdir(parents=True, exist_ok=True)
 cost.to_csv(snakemake.output.csv, index=False)
 paper = report.load_paper(Path(snakemake.params.paper))["cost_seconds_per_step"]
