@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from srpo_ref.losses import ENTROPY_BETA, METHODS
+from srpo_ref.losses import ENTROPY_BETA, METHODS, LossConfig
 
 
 class ConfigError(ValueError):
@@ -67,13 +67,14 @@ class MethodConfig:
     teacher: str = "ema"  # ema | frozen | live
     ema_rate: float = 0.05
     max_demo_tokens: int = 10240  # max_reprompt_len
-    eps_low: float = 0.2
-    eps_high: float = 0.28
-    dual_clip: float | None = 3.0
-    is_clip: float = 2.0
-    topk: int | None = 100
-    alpha: float = 0.5
-    add_tail: bool = True
+    # loss hyperparameters: defaults live in srpo_ref.losses.LossConfig (the paper's values)
+    eps_low: float = LossConfig.eps_low
+    eps_high: float = LossConfig.eps_high
+    dual_clip: float | None = LossConfig.dual_clip
+    is_clip: float = LossConfig.is_clip
+    topk: int | None = LossConfig.topk
+    alpha: float = LossConfig.alpha
+    add_tail: bool = LossConfig.add_tail
 
 
 @dataclass

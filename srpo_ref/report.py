@@ -316,6 +316,7 @@ def eval_markdown(df: pd.DataFrame, benchmarks: list[str] | None = None, empty_n
 
 # ----------------------------------------------------------------------------- figures
 
+_NO_DATE = {"png": None, "pdf": {"CreationDate": None}}  # reproducible files: no timestamp inside
 METHOD_COLORS = {"grpo": "#1f77b4", "sdpo": "#d62728", "srpo": "#2ca02c", "srpo_no_dw": "#9467bd", "adv_mix": "#ff7f0e",
                  "sdpo_failed_only": "#8c564b", "sdpo_correct_only": "#e377c2"}
 
@@ -351,7 +352,7 @@ def figures(steps: pd.DataFrame, val: pd.DataFrame, cost: pd.DataFrame, methods:
     def save(fig, name):
         fig.tight_layout()
         for ext in ("png", "pdf"):
-            fig.savefig(out_dir / f"{name}.{ext}", dpi=130)
+            fig.savefig(out_dir / f"{name}.{ext}", dpi=130, metadata=_NO_DATE[ext])
         plt.close(fig)
         written.append(out_dir / f"{name}.png")
 
@@ -407,7 +408,7 @@ def figures(steps: pd.DataFrame, val: pd.DataFrame, cost: pd.DataFrame, methods:
             fig.suptitle(f"{title} (rolling mean of 3 steps; band = min-max over seeds)", fontsize=10)
             fig.tight_layout(rect=(0, 0, 1 - 1.3 / fig.get_figwidth(), 1))
             for ext in ("png", "pdf"):
-                fig.savefig(out_dir / f"{name}.{ext}", dpi=130)
+                fig.savefig(out_dir / f"{name}.{ext}", dpi=130, metadata=_NO_DATE[ext])
             plt.close(fig)
             written.append(out_dir / f"{name}.png")
 
