@@ -30,8 +30,10 @@ def records(path):
 
 @pytest.mark.parametrize("method", ["srpo", "grpo"])
 def test_steps_record_cost_and_routing(tiny_base, tmp_path, method):
-    extra = ["optim.mini_batch_prompts=2"] if method == "grpo" else []
+    extra = ["optim.mini_batch_prompts=2"] if method == "grpo" else ["run.tensorboard=true"]
     out = train(tiny_cfg(tiny_base, tmp_path / method, f"method.name={method}", "run.max_steps=2", *extra))
+    if method == "srpo":  # optional TensorBoard logging beside the JSONL records
+        assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     recs = [json.loads(l) for l in (out / "steps.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == [1, 2]
     for r in recs:
