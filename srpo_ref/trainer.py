@@ -28,8 +28,8 @@ One step, in plain words (SPEC sections 2-6):
 Each step appends one JSON line to ``steps.jsonl`` (the input of every later table): reward,
 accuracy, route fractions, teacher entropy and weight statistics, response lengths, per-branch
 loss, grad norm, learning rate, and the cost record: wall seconds, tokens and estimated FLOPs
-per phase. FLOPs use the dense-transformer estimate with ``n`` non-embedding... parameters
-``N_p`` (all parameters, embeddings included, for simplicity):
+per phase. FLOPs use the dense-transformer estimate with ``N_p`` the number of parameters
+(embeddings included, for simplicity; attention's quadratic term is left out):
 
     forward = 2 * N_p * tokens        backward = 4 * N_p * tokens
     generate = 2 * N_p * (prompt tokens + generated tokens)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from evals import metrics
-from srpo_ref import rewards, tasks
+from srpo_ref import tasks
 from tests.conftest import DATA_DIR
 
 pytestmark = pytest.mark.skipif(not DATA_DIR.exists(), reason=f"benchmark mirror not found at {DATA_DIR}")

@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.vllm, pytest.mark.skipif(not vllm_available(), reason=
 
 def test_training_through_colocated_vllm(tiny_base, tmp_path):
     from srpo_ref.config import load_config
-    from srpo_ref.trainer import Trainer, train
+    from srpo_ref.rollout import SamplingConfig
+    from srpo_ref.trainer import Trainer
 
     cfg = load_config(None, [
         f"model.path={tiny_base}", f"run.out_dir={tmp_path / 'run'}", "rollout.engine=vllm", "rollout.prompts_per_step=4",
@@ -36,7 +37,7 @@ def test_training_through_colocated_vllm(tiny_base, tmp_path):
     # (vLLM pads the vocabulary to a multiple of 64 rows)
     torch.testing.assert_close(engine_embed[: trained.shape[0]].float(), trained, atol=1e-5, rtol=1e-5)
     # rollout log-probs came back and fed the truncated importance weights
-    groups = trainer.engine.generate([trainer.train_set[0][1]], 2, __import__("srpo_ref.rollout", fromlist=["x"]).SamplingConfig(1.0, 1.0, 8, 0))
+    groups = trainer.engine.generate([trainer.train_set[0][1]], 2, SamplingConfig(1.0, 1.0, 8, 0))
     assert all(s.logprobs is not None and len(s.logprobs) == len(s.response_ids) for s in groups[0])
 
 
