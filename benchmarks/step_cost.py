@@ -37,11 +37,11 @@ def main():
                                        f"rollout.engine={a.engine}", f"run.out_dir={tmp}", "run.progress=false", *extra, *a.overrides])
             trainer = Trainer(cfg)
             recs = [trainer.train_step() for _ in range(a.steps)][1:]
-        rows[m] = {p: statistics.mean(r["seconds"][p] for r in recs) for p in (*PHASES[:-1], "step")}
+        rows[m] = {p: statistics.mean(r["seconds"][p] for r in recs) for p in (*PHASES, "step")}
         rows[m]["teacher_tokens"] = statistics.mean(r["tokens"]["teacher_forward"] for r in recs)
         rows[m]["frac_sdpo"] = statistics.mean(r["frac_sdpo"] for r in recs)
         rows[m]["accuracy"] = statistics.mean(r["accuracy"] for r in recs)
-    cols = [*PHASES[:-1], "step", "teacher_tokens", "frac_sdpo", "accuracy"]
+    cols = [*PHASES, "step", "teacher_tokens", "frac_sdpo", "accuracy"]
     print(f"seconds per step (mean of steps 2..{a.steps}), {a.benchmark}, engine {a.engine}, model {a.model}")
     print(f"{'phase':<16}" + "".join(f"{m:>12}" for m in rows))
     for c in cols:

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from srpo_ref import tasks
-from srpo_ref.teacher import build_teacher_messages
+from srpo_ref.teacher import build_teacher_messages, chat_prompt_ids
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
 CHAT_TEMPLATE = (
@@ -131,25 +131,15 @@ def _batch(rows, pad_id):
     return ids, labels, attn
 
 
-@torch.no_grad()
 def accuracy(model, tokenizer, examples, teacher_demo: bool = False, greedy: bool = True, samples: int = 1, seed: int = 0) -> float:
-    """Mean reward with HF generate (left-padded batches)."""
-    torch.manual_seed(seed)
-    tokenizer.padding_side = "left"
-    total, n = 0.0, 0
-    for i in range(0, len(examples), 64):
-        chunk = examples[i : i + 64]
-        msgs = [build_teacher_messages(ex.messages, correct_response(ex)) if teacher_demo else ex.messages for ex in chunk]
-        enc = tokenizer([render(m) for m in msgs], return_tensors="pt", padding=True, add_special_tokens=False)
-        out = model.generate(
-            **enc, max_new_tokens=64, do_sample=not greedy, temperature=1.0, top_p=1.0, top_k=0,
-            num_return_sequences=samples, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        )
-        texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-        for j, text in enumerate(texts):
-            total += chunk[j // samples].score(text)
-            n += 1
-    return total / max(n, 1)
+    """Mean reward of ``samples`` generations per question, through the shared HF rollout engine."""
+    from srpo_ref.rollout import HFEngine, SamplingConfig
+
+    messages = [build_teacher_messages(ex.messages, correct_response(ex)) if teacher_demo else ex.messages for ex in examples]
+    prompts = [chat_prompt_ids(tokenizer, m) for m in messages]
+    groups = HFEngine(model, tokenizer).generate(prompts, samples, SamplingConfig(0.0 if greedy else 1.0, 1.0, 64, seed))
+    scores = [ex.score(s.text) for ex, group in zip(examples, groups) for s in group]
+    return sum(scores) / max(len(scores), 1)
 
 
 def warmup(out: Path, steps: int = 600, batch_size: int = 64, lr: float = 3e-3, label_accuracy: float = 0.4,

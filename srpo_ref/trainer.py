@@ -64,7 +64,7 @@ from srpo_ref.config import ConfigError, TrainConfig, load_config
 from srpo_ref.rollout import HFEngine, SamplingConfig, VLLMEngine
 from srpo_ref.teacher import chat_prompt_ids, teacher_input_ids
 
-PHASES = ("generate", "reward", "old_logprob", "teacher_forward", "update", "teacher_ema", "validate")
+PHASES = ("generate", "reward", "old_logprob", "teacher_forward", "update", "teacher_ema")
 
 
 # ----------------------------------------------------------------------------- small utilities
@@ -362,9 +362,9 @@ class Trainer:
             "grads_finite": finite,
             "lr": self.scheduler.get_last_lr()[0],
             "updates": n_updates,
-            "seconds": {**{p: round(v, 5) for p, v in timer.seconds.items() if p != "validate"}, "step": round(step_seconds, 5)},
-            "tokens": {p: v for p, v in tokens.items() if p != "validate"},
-            "flops": {p: v for p, v in flops.items() if p != "validate"},
+            "seconds": {**{p: round(v, 5) for p, v in timer.seconds.items()}, "step": round(step_seconds, 5)},
+            "tokens": tokens,
+            "flops": flops,
             "teacher_forward_samples": len(teacher_prefix),
         }
         self.step += 1
@@ -470,7 +470,7 @@ class Trainer:
         lengths = [len(s.response_ids) for g in groups for s in g]
         trunc = [s.finish_reason == "length" for g in groups for s in g]
         s = all_sum(torch.tensor([sum(map(sum, scores)), sum(len(x) for x in scores), len(scores),
-                                  sum(any(x) for x in [[v >= 0.5 for v in sc] for sc in scores]), sum(lengths), sum(trunc)], dtype=torch.float64)).tolist()
+                                  sum(any(v >= cfg.method.success_threshold for v in sc) for sc in scores), sum(lengths), sum(trunc)], dtype=torch.float64)).tolist()
         return {"step": self.step, "wall_seconds": round(self.train_seconds, 4), "avg_at_k": s[0] / s[1], "k": cfg.eval.k,
                 "pass_at_k": s[3] / s[2], "n_questions": int(s[2]), "response_length_mean": s[4] / s[1], "truncation_rate": s[5] / s[1]}
 
