@@ -21,7 +21,12 @@ def main(argv=None) -> int:
     ap.add_argument("--temperature", type=float, default=0.6)
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--max-new-tokens", type=int, default=8192)
-    ap.add_argument("--max-model-len", type=int, default=None, help="vLLM context length (default 4096)")
+    ap.add_argument("--max-model-len", type=int, default=None,
+                    help="vLLM context length (default: the longest prompt plus --max-new-tokens; smaller is an error)")
+    ap.add_argument("--grader", choices=["upstream", "strict"], default="upstream",
+                    help="MCQ/Tool Use scoring: the SDPO authors' (upstream, default) or the SPEC's strict reading; both are recorded")
+    ap.add_argument("--tooluse-system", default="none",
+                    help="Tool Use system prompt: none (upstream, default), paraphrase, or a text file")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="first N questions of each benchmark")
     ap.add_argument("--data-dir", default=None, help="local benchmark mirror (default: $SRPO_DATA_DIR or ../shared/data)")
@@ -31,9 +36,10 @@ def main(argv=None) -> int:
         ap.error("give --suite or --benchmarks")
     try:
         names = benchmarks_of(a.suite, a.benchmarks)
-        settings = EvalSettings(a.k, a.temperature, a.top_p, a.max_new_tokens, a.seed, a.backend, a.limit, a.data_dir, a.max_model_len)
+        settings = EvalSettings(a.k, a.temperature, a.top_p, a.max_new_tokens, a.seed, a.backend, a.limit, a.data_dir,
+                                a.max_model_len, a.grader, a.tooluse_system)
         summary = evaluate(a.model, names, settings, a.out)
-    except (ValueError, FileNotFoundError, DataNotFound) as e:
+    except (ValueError, OSError, DataNotFound) as e:
         print(f"srpo-eval: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({k: {"avg_at_k": round(v["avg_at_k"], 4), "stderr": round(v["avg_at_k_stderr"], 4)} for k, v in summary["benchmarks"].items()}, indent=1))

@@ -12,9 +12,18 @@ request) or HF ``generate``, score every sample with the shared reward code, and
                                     model path and weight hash, hardware, wall time)
     OUT/summary.json                the per-benchmark metrics and the suite average
 
-HumanEval and MBPP use the HumanEval+ / MBPP+ tests through evalplus when its data is reachable
-(``HUMANEVAL_OVERRIDE_PATH`` / ``MBPP_OVERRIDE_PATH`` pointing at local copies, or online), the
-base tests otherwise; ``results.json`` says which (``tests: plus | base``).
+HumanEval+ and MBPP+ are graded by evalplus itself when its data is reachable
+(``HUMANEVAL_OVERRIDE_PATH`` / ``MBPP_OVERRIDE_PATH`` pointing at local copies, or online): its
+problems (MBPP+ is its own 378-task set), its expected outputs, tolerances, special oracles and
+per-input time limits, through ``evalplus.evaluate.check_correctness`` inside our sandbox.
+Otherwise the base HumanEval (164) and MBPP test split (500) with their own asserts;
+``results.json`` says which (``tests: plus | base``).
+
+MCQ and Tool Use are scored under both grader modes (``srpo_ref.rewards``); ``metrics`` uses
+``--grader`` (default ``upstream``) and ``metrics_by_grader`` holds both.
+
+The context length is the longest prompt plus ``--max-new-tokens`` unless ``--max-model-len``
+is given; a limit that cannot hold it is an error, never a silent cap.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from evals import metrics
-from srpo_ref import rewards, tasks
+from srpo_ref import rewards, sandbox, tasks
 from srpo_ref.rollout import HFEngine, SamplingConfig, VLLMEngine
 from srpo_ref.teacher import chat_prompt_ids
 
@@ -46,6 +55,26 @@ class EvalSettings:
     limit: int | None = None
     data_dir: str | None = None
     max_model_len: int | None = None
+    grader: str = rewards.DEFAULT_GRADER
+    tooluse_system: str = tasks.DEFAULT_TOOLUSE_SYSTEM
+
+    def check(self) -> None:
+        """Reject settings that would divide by zero or sample nothing (before anything runs)."""
+        if self.k < 1:
+            raise ValueError(f"--k must be at least 1, got {self.k}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be a positive number of questions, got {self.limit}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"--temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ValueError(f"--max-model-len must be at least 2, got {self.max_model_len}")
+        if self.grader not in rewards.GRADERS:
+            raise ValueError(f"--grader must be one of {rewards.GRADERS}, got {self.grader!r}")
+        tasks.tooluse_system_prompt(self.tooluse_system)
 
 
 def benchmarks_of(suite: str | None, names: list[str] | None) -> list[str]:
@@ -65,51 +94,66 @@ def extracted_answer(ex: tasks.Example, text: str):
     if ex.kind == "tooluse":
         return rewards.extract_tool_calls(text)[0]
     if ex.kind == "math":
-        import re
-
-        boxed = re.findall(r"\\boxed\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}", text)
-        return boxed[-1] if boxed else None
+        return rewards.last_boxed(text)
     return None
 
 
 # ----------------------------------------------------------------------------- evalplus
 
+EVALPLUS_VARS = {"humaneval": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVERRIDE_PATH"}
 
-def evalplus_tests(name: str) -> dict[str, str] | None:
-    """task id -> test program using the HumanEval+ / MBPP+ inputs, or None when evalplus data
-    cannot be reached (offline without an override path)."""
-    var = {"humaneval": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVERRIDE_PATH"}[name]
+
+def evalplus_examples(name: str) -> list[tasks.Example] | None:
+    """HumanEval+ / MBPP+ as examples whose gold is an evalplus job (problem and expected
+    outputs from evalplus's own ground truth), or None when evalplus's data cannot be reached
+    (offline without an override path)."""
+    var = EVALPLUS_VARS[name]
     if not os.environ.get(var) and tasks._offline():
         return None
     try:
-        from evalplus.data import get_human_eval_plus, get_mbpp_plus
+        import evalplus.data.humaneval as he
+        import evalplus.data.mbpp as mb
+        from evalplus.data import get_human_eval_plus, get_human_eval_plus_hash, get_mbpp_plus, get_mbpp_plus_hash
+        from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
+        from evalplus.evaluate import get_groundtruth
 
-        problems = get_human_eval_plus() if name == "humaneval" else get_mbpp_plus()
-    except Exception:
+        # evalplus reads the override variables once, at import: follow the current environment.
+        he.HUMANEVAL_OVERRIDE_PATH, mb.MBPP_OVERRIDE_PATH = os.environ.get(EVALPLUS_VARS["humaneval"]), os.environ.get(EVALPLUS_VARS["mbpp"])
+        if name == "humaneval":
+            problems, hashcode, not_none = get_human_eval_plus(), get_human_eval_plus_hash(), []
+        else:
+            problems, hashcode, not_none = get_mbpp_plus(), get_mbpp_plus_hash(), MBPP_OUTPUT_NOT_NONE_TASKS
+        expected = get_groundtruth(problems, hashcode, not_none)
+    except Exception as e:  # noqa: BLE001  unreachable or malformed evalplus data: base tests
+        print(f"evalplus data for {name} unavailable ({type(e).__name__}: {e}); using the base tests")
         return None
-    out = {}
+    out = []
     for task_id, p in problems.items():
-        inputs = list(p.get("base_input", [])) + list(p.get("plus_input", []))
-        ref = p["prompt"] + p["canonical_solution"] if name == "humaneval" else p["canonical_solution"]
-        key = task_id if name == "humaneval" else f"mbpp-{task_id.split('/')[-1]}"
-        out[key] = _plus_program(ref, p["entry_point"], inputs, float(p.get("atol", 0) or 0))
+        if name == "humaneval":
+            user = f"Complete the following function.\n\n```python\n{p['prompt']}```"
+            meta = {"prompt": p["prompt"], "canonical_solution": p["canonical_solution"], "entry_point": p["entry_point"]}
+        else:
+            user = f"{p['prompt'].strip()}\nWrite the function `{p['entry_point']}` in Python."
+            meta = {"canonical_solution": p["canonical_solution"], "entry_point": p["entry_point"]}
+        gold = {"evalplus": name, "problem": p, "expected": expected[task_id]}
+        eid = task_id if name == "humaneval" else f"mbpp-{task_id.split('/')[-1]}"
+        out.append(tasks.Example(eid, [{"role": "system", "content": tasks.CODE_SYSTEM}, {"role": "user", "content": user}],
+                                 gold, "code", meta))
     return out
 
 
-def _plus_program(reference: str, entry_point: str, inputs: list, atol: float) -> str:
-    """Compare the candidate's outputs with the reference solution's on every input."""
-    return (
-        "import copy, math\n"
-        f"_ref_ns = {{}}\nexec({reference!r}, _ref_ns)\n_ref = _ref_ns[{entry_point!r}]\n"
-        f"_inputs = {json.dumps(inputs)!s}\n"
-        "def _same(a, b):\n"
-        f"    if isinstance(a, float) or isinstance(b, float):\n        return math.isclose(a, b, rel_tol=1e-6, abs_tol=max({atol}, 1e-9))\n"
-        "    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):\n"
-        "        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))\n"
-        "    return a == b\n"
-        "for _inp in _inputs:\n"
-        f"    assert _same({entry_point}(*copy.deepcopy(_inp)), _ref(*copy.deepcopy(_inp))), _inp\n"
-    )
+def load_examples(name: str, settings: EvalSettings) -> tuple[list[tasks.Example], str]:
+    """The test examples of ``name`` and which tests grade them (plus | base | n/a)."""
+    tests_used = "n/a"
+    examples = None
+    if name in EVALPLUS_VARS:
+        examples = evalplus_examples(name)
+        tests_used = "plus" if examples else "base"
+    if examples is None:
+        examples = tasks.load_task(name, "test", settings.data_dir, settings.tooluse_system)
+    if settings.limit:
+        examples = examples[: settings.limit]
+    return examples, tests_used
 
 
 # ----------------------------------------------------------------------------- running
@@ -128,59 +172,85 @@ def weight_hash(model_path: str) -> str | None:
     return h.hexdigest()
 
 
-def make_engine(model_path: str, settings: EvalSettings):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(model_path: str):
+    from transformers import AutoTokenizer
 
     if not (Path(model_path) / "config.json").exists() and (Path(model_path).exists() or tasks._offline()):
         raise FileNotFoundError(f"model path {model_path!r} is not a model directory (no config.json there)")
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    return AutoTokenizer.from_pretrained(model_path)
+
+
+def context_length(model_path: str, longest_prompt: int, settings: EvalSettings) -> int:
+    """Tokens the engine must hold: the longest prompt plus ``max_new_tokens``. An explicit
+    ``--max-model-len`` or the model's own limit that is smaller is an error."""
+    from transformers import AutoConfig
+
+    need = longest_prompt + settings.max_new_tokens
+    if settings.max_model_len is not None and settings.max_model_len < need:
+        raise ValueError(f"--max-model-len {settings.max_model_len} cannot hold the longest prompt ({longest_prompt} tokens) "
+                         f"plus --max-new-tokens {settings.max_new_tokens}; raise it or lower --max-new-tokens")
+    limit = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    if limit is not None and need > limit:
+        raise ValueError(f"the longest prompt ({longest_prompt} tokens) plus --max-new-tokens {settings.max_new_tokens} "
+                         f"exceeds the model's context of {limit} tokens; lower --max-new-tokens or --limit the questions")
+    return settings.max_model_len or need
+
+
+def make_engine(model_path: str, tokenizer, settings: EvalSettings, max_model_len: int):
     if settings.backend == "vllm":
-        return VLLMEngine(model_path, tokenizer, seed=settings.seed, max_model_len=settings.max_model_len or 4096), tokenizer
+        return VLLMEngine(model_path, tokenizer, seed=settings.seed, max_model_len=max_model_len)
     if settings.backend != "hf":
         raise ValueError(f"unknown backend {settings.backend!r}; choose vllm or hf")
     import torch
+    from transformers import AutoModelForCausalLM
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
-    return HFEngine(model, tokenizer), tokenizer
+    return HFEngine(model, tokenizer)
 
 
-def evaluate_benchmark(engine, tokenizer, name: str, settings: EvalSettings, out_dir: Path, model_path: str) -> dict:
+def evaluate_benchmark(engine, name: str, examples: list[tasks.Example], prompts: list[list[int]], tests_used: str,
+                       settings: EvalSettings, out_dir: Path, model_path: str) -> dict:
     from tqdm import tqdm
 
     t0 = time.time()
-    examples = tasks.load_task(name, "test", settings.data_dir)
-    if settings.limit:
-        examples = examples[: settings.limit]
-    tests_used = "n/a"
-    if name in ("humaneval", "mbpp"):
-        plus = evalplus_tests(name)
-        tests_used = "plus" if plus else "base"
-        if plus:
-            examples = [tasks.Example(e.id, e.messages, plus.get(e.id, e.gold), e.kind, e.meta) for e in examples]
-    prompts = [chat_prompt_ids(tokenizer, ex.messages) for ex in examples]
     sampling = SamplingConfig(settings.temperature, settings.top_p, settings.max_new_tokens, settings.seed)
     groups = []
     chunk = 64
     for i in tqdm(range(0, len(prompts), chunk), desc=f"generate {name}", unit="chunk"):
         groups += engine.generate(prompts[i : i + chunk], settings.k, sampling)
+    graded_twice = bool(examples) and examples[0].kind in ("mcq", "tooluse")
+    graders = rewards.GRADERS if graded_twice else (settings.grader,)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scores, lengths, trunc, answers = [], [], [], []
+    scores = {g: [] for g in graders}
+    lengths, trunc, answers = [], [], []
     with (out_dir / "samples.jsonl").open("w") as f:
         for ex, group in tqdm(list(zip(examples, groups)), desc=f"score {name}", unit="q"):
-            row_s, row_l, row_t, row_a = [], [], [], []
+            row = {g: [] for g in graders}
+            row_l, row_t, row_a = [], [], []
             for j, s in enumerate(group):
-                r = ex.score(s.text)
+                by_grader = {g: ex.score(s.text, g) for g in graders}
                 ans = extracted_answer(ex, s.text)
-                row_s.append(r), row_l.append(len(s.response_ids)), row_t.append(s.finish_reason == "length"), row_a.append(ans if isinstance(ans, str) else None)
-                f.write(json.dumps({"question_id": ex.id, "sample": j, "text": s.text, "extracted": ans, "reward": r,
-                                    "finish_reason": s.finish_reason, "tokens": len(s.response_ids)}) + "\n")
-            scores.append(row_s), lengths.append(row_l), trunc.append(row_t), answers.append(row_a)
+                for g in graders:
+                    row[g].append(by_grader[g])
+                row_l.append(len(s.response_ids)), row_t.append(s.finish_reason == "length"), row_a.append(ans if isinstance(ans, str) else None)
+                record = {"question_id": ex.id, "sample": j, "text": s.text, "extracted": ans, "reward": by_grader[settings.grader],
+                          "finish_reason": s.finish_reason, "tokens": len(s.response_ids)}
+                if graded_twice:
+                    record["reward_by_grader"] = by_grader
+                f.write(json.dumps(record) + "\n")
+            for g in graders:
+                scores[g].append(row[g])
+            lengths.append(row_l), trunc.append(row_t), answers.append(row_a)
     golds = [str(ex.gold) for ex in examples] if examples and examples[0].kind == "mcq" else None
+    by_grader = {g: metrics.summarize(scores[g], lengths, trunc, answers if golds else None, golds) for g in graders}
     result = {
         "benchmark": name,
-        "metrics": metrics.summarize(scores, lengths, trunc, answers if golds else None, golds),
+        "metrics": by_grader[settings.grader],
+        "grader": settings.grader,
+        "metrics_by_grader": by_grader if graded_twice else None,
         "tests": tests_used,
+        "n_questions": len(examples),
         "config": {**asdict(settings), "model": model_path, "engine": engine.name},
         "provenance": provenance(model_path),
         "wall_seconds": round(time.time() - t0, 3),
@@ -208,14 +278,25 @@ def provenance(model_path: str) -> dict:
     return {"git_commit": commit, "versions": versions, "model_path": str(model_path), "weight_sha256": weight_hash(model_path),
             "hardware": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                          "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "sandbox": sandbox.backend(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def evaluate(model_path: str, benchmarks: list[str], settings: EvalSettings, out: Path) -> dict:
-    engine, tokenizer = make_engine(model_path, settings)
-    per = {}
+    """Everything that can fail on bad input (settings, data, model path, context length) is
+    checked before the engine starts or anything is written."""
+    settings.check()
+    tokenizer = load_tokenizer(model_path)
+    loaded = {}
     for name in benchmarks:
-        per[name] = evaluate_benchmark(engine, tokenizer, name, settings, out / name, model_path)["metrics"]
+        examples, tests_used = load_examples(name, settings)
+        if not examples:
+            raise ValueError(f"benchmark {name} has no questions to evaluate")
+        loaded[name] = (examples, [chat_prompt_ids(tokenizer, ex.messages) for ex in examples], tests_used)
+    longest = max(len(p) for _, prompts, _ in loaded.values() for p in prompts)
+    engine = make_engine(model_path, tokenizer, settings, context_length(model_path, longest, settings))
+    per = {}
+    for name, (examples, prompts, tests_used) in loaded.items():
+        per[name] = evaluate_benchmark(engine, name, examples, prompts, tests_used, settings, out / name, model_path)["metrics"]
     summary = {"model": model_path, "benchmarks": per,
                "average_avg_at_k": sum(m["avg_at_k"] for m in per.values()) / len(per) if per else None}
     out.mkdir(parents=True, exist_ok=True)

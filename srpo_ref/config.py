@@ -34,6 +34,8 @@ class DataConfig:
     benchmark: str = "tiny_mcq"  # a name in srpo_ref.tasks.TASKS
     data_dir: str | None = None  # default: $SRPO_DATA_DIR or the shared/data mirror
     max_prompt_tokens: int = 2048  # longer prompts are dropped (and counted) at load time
+    grader: str = "upstream"  # upstream | strict (srpo_ref.rewards: MCQ and Tool Use scoring)
+    tooluse_system: str = "none"  # none | paraphrase | path to a text file (srpo_ref.tasks)
 
 
 @dataclass
@@ -203,6 +205,8 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> None:
         raise ConfigError(f"method.name: unknown method {m.name!r}; choose one of {list(METHODS)}")
     if cfg.data.benchmark not in TASKS:
         raise ConfigError(f"data.benchmark: unknown benchmark {cfg.data.benchmark!r}; known: {list(TASKS)}")
+    if cfg.data.grader not in ("upstream", "strict"):
+        raise ConfigError(f"data.grader must be 'upstream' or 'strict', got {cfg.data.grader!r}")
     if r.engine not in ("hf", "vllm"):
         raise ConfigError(f"rollout.engine must be 'hf' or 'vllm', got {r.engine!r}")
     if m.teacher not in ("ema", "frozen", "live"):

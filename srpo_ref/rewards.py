@@ -1,32 +1,44 @@
 """Every reward function, shared by training (srpo_ref) and evaluation (evals).
 
 Each scorer takes the model's response text and the gold answer and returns a float in [0, 1].
-A malformed response scores 0; nothing here raises on model output.
+A malformed, hostile or hung response scores 0; nothing here raises on model output, and nothing
+here can hang: math runs in killable worker processes, code in the sandbox (``srpo_ref.sandbox``).
 
-- ``mcq_reward``: SciKnowEval L3 (and the tiny MCQ task). The text between the *last*
-  ``<answer>`` and the following ``</answer>``, stripped, must equal the gold letter.
-- ``tooluse_reward``: ToolAlpaca. The names after every ``Action:`` must equal the gold names as
-  a multiset, and the JSON objects after every ``Action Input:``, merged in order, must equal the
-  merged gold inputs.
-- ``math_reward``: math-verify, gold first, with a timeout that also works off the main thread.
-- ``code_reward``: runs the program and its unit tests in a sandboxed subprocess (see
-  ``run_sandboxed``).
+Two grader modes for the paper's benchmarks (``grader=``):
+
+- ``upstream`` (default): the SDPO authors' scoring (lasgroup/SDPO at 0e6d510,
+  ``verl/utils/reward_score/feedback/{mcq,tooluse}.py``), which produced the paper's numbers,
+  reproduced exactly, quirks included: MCQ takes ``text.split("<answer>")[-1].split("</answer>")[0]``
+  (a bare or unclosed answer counts); Tool Use reads ``Action:\s*(\w+)`` anywhere and merges the
+  JSON of every ``Action Input:\s*({.*?})`` that parses, skipping the rest (so nested JSON inputs
+  cannot be scored: 2 of the 68 test golds).
+- ``strict``: the SPEC's wording. MCQ needs a closed ``<answer>...</answer>``; Tool Use needs
+  ``Action:`` at a line start and every ``Action Input`` to be one complete JSON object.
+
+- ``math_reward``: the last ``\boxed{...}`` (balanced braces) against the gold with math-verify,
+  gold first; no box scores 0; ``\%`` is a unit.
+- ``code_reward``: the last fenced code block, run with its unit tests (or evalplus's checks)
+  in the sandbox; a pass is a positive signal from the harness, never an exit status.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import json
-import logging
 import os
+import queue
 import re
+import select
 import signal
 import subprocess
 import sys
-import tempfile
-import textwrap
 import threading
-from dataclasses import dataclass
+
+from srpo_ref import sandbox
+
+GRADERS = ("upstream", "strict")
+DEFAULT_GRADER = "upstream"
 
 # ----------------------------------------------------------------------------- MCQ
 
@@ -46,7 +58,18 @@ def extract_mcq_answer(response: str) -> str | None:
 
 
 def mcq_reward(response: str, gold: str) -> float:
+    """strict: a closed ``<answer>`` tag holding exactly the gold letter."""
     return float(extract_mcq_answer(response) == str(gold).strip())
+
+
+def extract_mcq_answer_upstream(response: str) -> str:
+    return response.split("<answer>")[-1].split("</answer>")[0].strip()
+
+
+def mcq_reward_upstream(response: str, gold: str) -> float:
+    """upstream: the text after the last ``<answer>`` up to the next ``</answer>`` (or the whole
+    text when a tag is missing), stripped, equals the gold as given."""
+    return float(extract_mcq_answer_upstream(response) == gold)
 
 
 # ----------------------------------------------------------------------------- Tool use
@@ -99,6 +122,33 @@ def tooluse_reward(response: str, gold: str | list) -> float:
     return float(_merge(inputs) == gold_input)
 
 
+_UPSTREAM_ACTION = re.compile(r"Action:\s*(\w+)")
+_UPSTREAM_INPUT = re.compile(r"Action Input:\s*({.*?})", re.DOTALL)
+
+
+def tooluse_reward_upstream(response: str, gold: str | list) -> float:
+    """upstream: action names after ``Action:`` anywhere, as a multiset; the JSON blocks after
+    ``Action Input:`` (lazy match up to the first ``}``) that parse, merged in order."""
+    calls = gold if isinstance(gold, list) else json.loads(gold)
+    gold_names = [c["Action"] for c in calls]
+    gold_input: dict = {}
+    for c in calls:
+        try:
+            parsed = json.loads(c["Action_Input"]) if isinstance(c["Action_Input"], str) else c["Action_Input"]
+        except (json.JSONDecodeError, KeyError):
+            parsed = {}
+        if parsed:
+            gold_input.update(parsed)
+    names = _UPSTREAM_ACTION.findall(response)
+    merged: dict = {}
+    for block in _UPSTREAM_INPUT.findall(response):
+        try:
+            merged.update(json.loads(block))
+        except json.JSONDecodeError:
+            pass
+    return float(collections.Counter(names) == collections.Counter(gold_names) and merged == gold_input)
+
+
 def format_tool_calls(gold: str | list, thought: str = "I should call the right tool.") -> str:
     """A response in the required format that performs the gold calls (used by tests and the
     tiny task's demonstrations)."""
@@ -112,47 +162,130 @@ def format_tool_calls(gold: str | list, thought: str = "I should call the right 
 
 # ----------------------------------------------------------------------------- Math
 
+MATH_TIMEOUT_S = 3.0
+_MAX_ANSWER_CHARS = 1000  # a boxed answer longer than this is not an answer
 
-def _with_timeout(fn, seconds: float, default):
-    """Run ``fn()``; give ``default`` if it takes longer than ``seconds``. Works in any thread
-    (a late worker thread is abandoned, not killed: math-verify's own signal-based timeouts
-    only work on the main thread)."""
-    result = [default]
 
-    def target():
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\boxed{...}`` (or ``\fbox{...}``) with balanced braces; None if
+    there is none or it is never closed."""
+    best = None
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            ch = text[i]
+            if ch == "\\":
+                i += 2
+                continue
+            depth += ch == "{"
+            depth -= ch == "}"
+            i += 1
+        if depth == 0:
+            best = text[m.end() : i - 1]
+    return best
+
+
+def _strip_percent(answer: str) -> str:
+    return re.sub(r"\\?%", "", answer).strip()
+
+
+class _MathWorker:
+    """One ``srpo_ref.math_worker`` process; killed and replaced when a request times out."""
+
+    def __init__(self, memory_bytes: int):
+        self.memory_bytes = memory_bytes
+        self.proc = self._spawn()
+        self.ready = False
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "srpo_ref.math_worker", str(self.memory_bytes)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+
+    def _readline(self, timeout: float) -> str | None:
+        fd = self.proc.stdout.fileno()
+        if not select.select([fd], [], [], timeout)[0]:
+            return None
+        return self.proc.stdout.readline().decode()
+
+    def ask(self, gold: str, answer: str, timeout: float) -> bool:
+        if not self.ready:  # start-up (imports) is not charged to the answer's time limit
+            if self._readline(60.0) != "ready\n":
+                self.restart()
+                return False
+            self.ready = True
         try:
-            result[0] = fn()
-        except Exception:
-            result[0] = default
+            self.proc.stdin.write((json.dumps({"gold": gold, "answer": answer}) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.restart()
+            return False
+        line = self._readline(timeout)
+        if line is None or line == "":
+            self.restart()
+            return False
+        return line.strip() == "1"
 
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    return result[0]
+    def restart(self) -> None:
+        self.close()
+        self.proc, self.ready = self._spawn(), False
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
 
 
-def math_reward(response: str, gold: str, timeout_s: float = 10.0) -> float:
-    """math-verify, gold first: ``verify(parse(gold), parse(response))``."""
-    from math_verify import parse, verify
+class _MathPool:
+    def __init__(self, size: int, memory_bytes: int = 2 << 30):
+        self.size, self.memory_bytes = size, memory_bytes
+        self.idle: queue.Queue = queue.Queue()
+        self.created = 0
+        self.lock = threading.Lock()
 
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # we time out ourselves (above)
-    # Wrap a bare gold answer in math delimiters (an escaped "\$", as in dollar amounts, is not one).
-    stripped = gold.strip()
-    delimited = (stripped.startswith("$") and not stripped.startswith("\\$")) or "\\boxed" in stripped
-    gold_text = gold if delimited else f"${gold}$"
+    def verify(self, gold: str, answer: str, timeout: float) -> bool:
+        try:
+            worker = self.idle.get_nowait()
+        except queue.Empty:
+            with self.lock:
+                spawn = self.created < self.size
+                self.created += spawn
+            worker = _MathWorker(self.memory_bytes) if spawn else self.idle.get()
+        try:
+            return worker.ask(gold, answer, timeout)
+        finally:
+            self.idle.put(worker)
 
-    def check():
-        # Always off the main thread here, where math-verify's signal timeouts cannot work.
-        g = parse(gold_text, parsing_timeout=None)
-        p = parse(response, parsing_timeout=None)
-        return bool(g) and bool(p) and verify(g, p, timeout_seconds=None)
+    def close(self) -> None:
+        while not self.idle.empty():
+            self.idle.get_nowait().close()
 
-    return float(_with_timeout(check, timeout_s, False))
+
+_POOL = _MathPool(int(os.environ.get("SRPO_MATH_WORKERS", min(4, os.cpu_count() or 1))))
+atexit.register(_POOL.close)
+
+
+def math_reward(response: str, gold: str, timeout_s: float = MATH_TIMEOUT_S) -> float:
+    """math-verify on the last ``\boxed{}`` against the gold, gold first, in a worker process
+    killed after ``timeout_s`` seconds (the answer then scores 0)."""
+    answer = last_boxed(response)
+    if answer is None or not answer.strip() or len(answer) > _MAX_ANSWER_CHARS:
+        return 0.0
+    gold = str(gold).strip()
+    # A bare gold answer gets math delimiters (an escaped "\$", as in dollar amounts, is not one).
+    if gold.startswith("$") and not gold.startswith("\\$"):
+        gold = gold.strip("$")
+    boxed_gold = last_boxed(gold)
+    gold = boxed_gold if boxed_gold is not None else gold
+    return float(_POOL.verify(f"${_strip_percent(gold)}$", f"$\\boxed{{{_strip_percent(answer)}}}$", timeout_s))
 
 
 # ----------------------------------------------------------------------------- Code
 
 _CODE_BLOCK = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
+CODE_LIMITS = sandbox.Limits()
 
 
 def extract_code(response: str) -> str:
@@ -161,130 +294,41 @@ def extract_code(response: str) -> str:
     return blocks[-1] if blocks else response
 
 
-# Runs before the candidate program, inside the sandbox process. It cannot stop a determined
-# attacker (use a container for that) but it turns the usual escapes of model-written code into
-# exceptions: new processes, sockets, writes outside the working directory, and huge memory.
-_GUARD = textwrap.dedent(
-    r"""
-    import builtins, os, resource, socket, sys
-    _mem = {mem}
-    resource.setrlimit(resource.RLIMIT_AS, (_mem, _mem))
-    resource.setrlimit(resource.RLIMIT_CPU, ({cpu}, {cpu}))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 24, 1 << 24))
-    _root = os.path.realpath(os.getcwd())
-    def _deny(*a, **k):
-        raise PermissionError("blocked by the srpo sandbox")
-    for _name in ("fork", "forkpty", "system", "popen", "execv", "execve", "execvp", "execvpe", "execl",
-                  "execle", "execlp", "execlpe", "spawnv", "spawnve", "spawnvp", "spawnl", "kill",
-                  "killpg", "posix_spawn", "posix_spawnp", "setuid", "chroot", "putenv"):
-        if hasattr(os, _name):
-            setattr(os, _name, _deny)
-    import subprocess
-    subprocess.Popen = _deny
-    subprocess.run = subprocess.call = subprocess.check_call = subprocess.check_output = _deny
-    class _NoSocket(socket.socket):  # a class, so modules that subclass socket (ssl) still import
-        def __init__(self, *a, **k):
-            raise PermissionError("sockets are blocked by the srpo sandbox")
-    socket.socket = _NoSocket
-    socket.create_connection = _deny
-    _open = builtins.open
-    def _inside(path):
-        p = os.path.realpath(os.fspath(path)) if not isinstance(path, int) else _root
-        return p == _root or p.startswith(_root + os.sep)
-    def _guarded_open(file, mode="r", *a, **k):
-        if any(c in mode for c in "wax+") and not _inside(file):
-            raise PermissionError("writes outside the sandbox directory are blocked")
-        return _open(file, mode, *a, **k)
-    builtins.open = _guarded_open
-    import io; io.open = _guarded_open
-    for _name in ("remove", "unlink", "rmdir", "removedirs", "rename", "replace", "mkdir", "makedirs",
-                  "symlink", "link", "chmod", "chown", "truncate"):
-        _orig = getattr(os, _name, None)
-        if _orig is None:
-            continue
-        def _wrap(*a, _orig=_orig, **k):
-            if not all(_inside(x) for x in a if isinstance(x, (str, bytes, os.PathLike))):
-                raise PermissionError("file changes outside the sandbox directory are blocked")
-            return _orig(*a, **k)
-        setattr(os, _name, _wrap)
-    import shutil
-    shutil.rmtree = _deny
-    del _name, _orig
-    """
-)
-
-
-@dataclass
-class SandboxResult:
-    passed: bool
-    status: str  # "passed" | "failed" | "timeout" | "error"
-    stderr_tail: str = ""
-
-
-def run_sandboxed(program: str, timeout_s: float = 10.0, memory_mb: int = 1024) -> SandboxResult:
-    """Run ``program`` in a fresh Python (``-I``: no user site, no PYTHON* variables) inside a
-    throwaway directory, with the guard above, CPU/memory/file-size limits, no network
-    (``unshare -n`` when available) and its own process group, which is killed whole on timeout.
-    ``passed`` means exit status 0."""
-    guard = _GUARD.format(mem=memory_mb * 1024 * 1024, cpu=max(1, int(timeout_s) + 1))
-    with tempfile.TemporaryDirectory(prefix="srpo_sandbox_") as workdir:
-        path = os.path.join(workdir, "program.py")
-        with open(path, "w") as f:
-            f.write(guard + "\n" + program)
-        cmd = [sys.executable, "-I", path]
-        if _unshare_works():
-            cmd = ["unshare", "--net", "--map-root-user", *cmd]
-        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "PYTHONHASHSEED": "0"}
-        proc = subprocess.Popen(
-            cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        try:
-            _, err = proc.communicate(timeout=timeout_s)
-            status = "passed" if proc.returncode == 0 else "failed"
-        except subprocess.TimeoutExpired:
-            err, status = b"", "timeout"
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            proc.wait()
-    return SandboxResult(status == "passed", status, err.decode(errors="replace")[-2000:])
-
-
-_UNSHARE: bool | None = None
-
-
-def _unshare_works() -> bool:
-    """Whether ``unshare --net`` can make a network namespace here (cached)."""
-    global _UNSHARE
-    if _UNSHARE is None:
-        try:
-            _UNSHARE = subprocess.run(
-                ["unshare", "--net", "--map-root-user", "true"], capture_output=True, timeout=10
-            ).returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            _UNSHARE = False
-    return _UNSHARE
-
-
-def code_reward(response: str, tests: str, timeout_s: float = 10.0, memory_mb: int = 1024) -> float:
-    """1.0 when the extracted program followed by ``tests`` exits cleanly in the sandbox."""
-    program = extract_code(response) + "\n\n" + tests + "\n"
-    return float(run_sandboxed(program, timeout_s, memory_mb).passed)
+def code_reward(response: str, gold, limits: sandbox.Limits = CODE_LIMITS) -> float:
+    """1.0 when the extracted program passes its tests in the sandbox. ``gold`` is either test
+    source (asserts; HumanEval's ``check(...)``) or an evalplus job
+    ``{"evalplus": "humaneval"|"mbpp", "problem": ..., "expected": ...}`` graded by evalplus's own
+    ``check_correctness`` (see ``evals.run.evalplus_gold``)."""
+    program = extract_code(response)
+    if isinstance(gold, dict) and "evalplus" in gold:
+        job = {"mode": "evalplus", "candidate": program, "dataset": gold["evalplus"], "problem": gold["problem"],
+               "expected": gold["expected"], "base_only": gold.get("base_only", False),
+               "min_time_limit": gold.get("min_time_limit", 1.0), "gt_time_limit_factor": gold.get("gt_time_limit_factor", 4.0)}
+        limits = sandbox.Limits(**{**limits.__dict__, "timeout_s": max(limits.timeout_s, gold.get("timeout_s", 60.0))})
+    else:
+        job = {"mode": "tests", "candidate": program, "tests": str(gold)}
+    return float(sandbox.run_job(job, limits).passed)
 
 
 # ----------------------------------------------------------------------------- registry
 
-REWARDS = {"mcq": mcq_reward, "tooluse": tooluse_reward, "math": math_reward, "code": code_reward}
+REWARDS = {
+    "mcq": {"upstream": mcq_reward_upstream, "strict": mcq_reward},
+    "tooluse": {"upstream": tooluse_reward_upstream, "strict": tooluse_reward},
+    "math": {"upstream": math_reward, "strict": math_reward},
+    "code": {"upstream": code_reward, "strict": code_reward},
+}
 
 
-def score(kind: str, response: str, gold) -> float:
+def score(kind: str, response: str, gold, grader: str = DEFAULT_GRADER) -> float:
     """Reward of ``response`` for a row of ``kind``; 0 on any failure of the scorer itself."""
+    if kind not in REWARDS:
+        raise ValueError(f"unknown reward kind {kind!r}; known: {sorted(REWARDS)}")
+    if grader not in GRADERS:
+        raise ValueError(f"unknown grader {grader!r}; choose one of {GRADERS}")
+    if not isinstance(response, str):
+        return 0.0
     try:
-        return REWARDS[kind](response, gold)
-    except KeyError:
-        raise ValueError(f"unknown reward kind {kind!r}; known: {sorted(REWARDS)}") from None
+        return REWARDS[kind][grader](response, gold)
     except Exception:
         return 0.0

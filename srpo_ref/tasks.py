@@ -26,11 +26,19 @@ from typing import Callable
 from srpo_ref import rewards
 
 SDPO_REPO_RAW = "https://raw.githubusercontent.com/lasgroup/SDPO/0e6d510/datasets"
-TOOLUSE_SYSTEM = (
-    "You are a tool-use assistant. Answer the user's question using only the tools listed in the "
-    "prompt, and follow the required format exactly: Thought, then Action (one of the tool names), "
-    "then Action Input (a JSON object)."
-)
+# Tool Use system prompt (``tooluse_system``): "none" (the default) sends no system message, as the
+# SDPO authors' code does; "paraphrase" is our paraphrase of the SPEC's description. The paper's
+# Listing 3 text is not available to this project verbatim: pass a path to a text file holding
+# it to use it.
+TOOLUSE_SYSTEM_PROMPTS = {
+    "none": None,
+    "paraphrase": (
+        "You are a tool-use assistant. Answer the user's question using only the tools listed in the "
+        "prompt, and follow the required format exactly: Thought, then Action (one of the tool names), "
+        "then Action Input (a JSON object)."
+    ),
+}
+DEFAULT_TOOLUSE_SYSTEM = "none"
 MATH_SYSTEM = "Solve the problem. Reason step by step and put your final answer within \\boxed{}."
 CODE_SYSTEM = "Write a correct, self-contained Python solution. Put the code in one ```python code block."
 
@@ -43,8 +51,8 @@ class Example:
     kind: str  # reward kind in srpo_ref.rewards.REWARDS
     meta: dict = field(default_factory=dict)
 
-    def score(self, response: str) -> float:
-        return rewards.score(self.kind, response, self.gold)
+    def score(self, response: str, grader: str = rewards.DEFAULT_GRADER) -> float:
+        return rewards.score(self.kind, response, self.gold, grader)
 
 
 class DataNotFound(FileNotFoundError):
@@ -69,8 +77,13 @@ def _read_rows(path: Path) -> list[dict]:
     with opener(path, "rt", encoding="utf-8") as f:
         text = f.read()
     text = text.strip()
+    if not text:
+        raise ValueError(f"{path}: the data file is empty")
     if text.startswith("["):
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: malformed JSON ({e})") from None
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
@@ -88,18 +101,34 @@ def _locate(rel: str, data_dir: str | Path | None, upstream: str | Callable | No
     if path.exists():
         return _read_rows(path)
     if upstream is not None and not _offline():
-        if callable(upstream):
-            return upstream()
-        cache = Path(os.environ.get("SRPO_CACHE", Path.home() / ".cache" / "srpo")) / rel
-        if not cache.exists():
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            urllib.request.urlretrieve(upstream, cache)
-        return _read_rows(cache)
+        try:
+            if callable(upstream):
+                return upstream()
+            cache = Path(os.environ.get("SRPO_CACHE", Path.home() / ".cache" / "srpo")) / rel
+            if not cache.exists():
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                partial = cache.with_suffix(cache.suffix + ".part")
+                urllib.request.urlretrieve(upstream, partial)
+                partial.replace(cache)  # a failed download never leaves a truncated file behind
+            return _read_rows(cache)
+        except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
+            where = upstream if isinstance(upstream, str) else "its upstream source"
+            raise DataNotFound(f"benchmark data {rel!r} is not in {path} and could not be fetched from {where}: {e}") from None
     how = f"or go online so it can be fetched from {upstream if isinstance(upstream, str) else 'its upstream source'}" if upstream else "(no upstream source)"
     raise DataNotFound(
         f"benchmark data {rel!r} not found: looked in {path}. Point --data-dir or SRPO_DATA_DIR at a "
         f"mirror with that layout {how}."
     )
+
+
+def _require(rel: str, rows: list, fields: tuple[str, ...]) -> None:
+    """Every row is a mapping holding ``fields``; else one error naming the file and row."""
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise ValueError(f"{rel}: row {n} is {type(row).__name__}, not a JSON object")
+        missing = [f for f in fields if f not in row or row[f] is None]
+        if missing:
+            raise ValueError(f"{rel}: row {n} has no field {', '.join(map(repr, missing))}")
 
 
 def _check_count(name: str, split: str, rows: list, expected: int | None) -> None:
@@ -118,6 +147,7 @@ def _sciknoweval(domain: str):
     def load(split: str, data_dir=None) -> list[Example]:
         rel = f"sciknoweval/{folder}/{split}.json"
         rows = _locate(rel, data_dir, f"{SDPO_REPO_RAW}/{rel}")
+        _require(rel, rows, ("idx", "system", "prompt", "answer"))
         _check_count(domain, split, rows, SCIKNOWEVAL_SIZES[domain][split == "test"])
         return [
             Example(f"{domain}-{split}-{r['idx']}", [{"role": "system", "content": r["system"]}, {"role": "user", "content": r["prompt"]}], r["answer"], "mcq")
@@ -127,14 +157,25 @@ def _sciknoweval(domain: str):
     return load
 
 
-def _tooluse(split: str, data_dir=None) -> list[Example]:
+def tooluse_system_prompt(option: str) -> str | None:
+    """The Tool Use system message for ``option``: a key of TOOLUSE_SYSTEM_PROMPTS or a text file."""
+    if option in TOOLUSE_SYSTEM_PROMPTS:
+        return TOOLUSE_SYSTEM_PROMPTS[option]
+    path = Path(option)
+    if not path.is_file():
+        raise ValueError(f"tooluse_system must be one of {list(TOOLUSE_SYSTEM_PROMPTS)} or a text file, got {option!r}")
+    return path.read_text().strip()
+
+
+def _tooluse(split: str, data_dir=None, tooluse_system: str = DEFAULT_TOOLUSE_SYSTEM) -> list[Example]:
     rel = f"tooluse/{split}.json"
     rows = _locate(rel, data_dir, f"{SDPO_REPO_RAW}/{rel}")
+    _require(rel, rows, ("idx", "prompt", "answer"))
     _check_count("tooluse", split, rows, {"train": 4046, "test": 68}[split])
-    return [
-        Example(f"tooluse-{split}-{r['idx']}", [{"role": "system", "content": TOOLUSE_SYSTEM}, {"role": "user", "content": r["prompt"]}], r["answer"], "tooluse")
-        for r in rows
-    ]
+    system = tooluse_system_prompt(tooluse_system)
+    head = [{"role": "system", "content": system}] if system else []
+    return [Example(f"tooluse-{split}-{r['idx']}", head + [{"role": "user", "content": r["prompt"]}], r["answer"], "tooluse")
+            for r in rows]
 
 
 def _hub(repo: str, split: str, **kw):
@@ -151,6 +192,7 @@ def _math(name: str, rel: str, expected: int, upstream):
         if split != "test":
             raise ValueError(f"{name} has only a test split")
         rows = _locate(rel, data_dir, upstream)
+        _require(rel, rows, ("problem", "answer"))
         _check_count(name, split, rows, expected)
         out = []
         for i, r in enumerate(rows):
@@ -172,6 +214,7 @@ def _humaneval(split: str, data_dir=None) -> list[Example]:
     if split != "test":
         raise ValueError("humaneval has only a test split")
     rows = _locate("code/HumanEval.jsonl.gz", data_dir, _humaneval_upstream)
+    _require("code/HumanEval.jsonl.gz", rows, ("task_id", "prompt", "test", "entry_point", "canonical_solution"))
     _check_count("humaneval", split, rows, 164)
     out = []
     for r in rows:
@@ -189,6 +232,7 @@ def _mbpp(split: str, data_dir=None) -> list[Example]:
     if split != "test":
         raise ValueError("mbpp is evaluated on its test split (task ids 11-510)")
     rows = _locate("code/mbpp.jsonl", data_dir, _hub("google-research-datasets/mbpp", "test", name="full"))
+    _require("code/mbpp.jsonl", rows, ("task_id", "text", "code", "test_list"))
     rows = [r for r in rows if r["task_id"] in MBPP_TEST_IDS]
     _check_count("mbpp", split, rows, 500)
     out = []
@@ -277,12 +321,15 @@ MATHCODE_BENCHMARKS = ("math500", "aime24", "aime25", "humaneval", "mbpp")
 TINY_BENCHMARKS = ("tiny_mcq", "tiny_tool")
 
 
-def load_task(name: str, split: str = "train", data_dir: str | Path | None = None) -> list[Example]:
+def load_task(name: str, split: str = "train", data_dir: str | Path | None = None,
+              tooluse_system: str = DEFAULT_TOOLUSE_SYSTEM) -> list[Example]:
     """Examples of benchmark ``name`` and ``split`` ("train" or "test")."""
     if name not in TASKS:
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(TASKS)}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name == "tooluse":
+        return _tooluse(split, data_dir, tooluse_system)
     return TASKS[name](split, data_dir)
 
 

@@ -59,7 +59,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from srpo_ref import losses, tasks
+from srpo_ref import losses, sandbox, tasks
 from srpo_ref.config import ConfigError, TrainConfig, load_config
 from srpo_ref.rollout import HFEngine, SamplingConfig, VLLMEngine
 from srpo_ref.teacher import chat_prompt_ids, teacher_input_ids
@@ -189,8 +189,8 @@ class Trainer:
             temperature=cfg.rollout.temperature, beta=cfg.beta,
         )
 
-        self.train_set = self._prepare(tasks.load_task(cfg.data.benchmark, "train", cfg.data.data_dir))
-        test = tasks.load_task(cfg.data.benchmark, "test", cfg.data.data_dir)
+        self.train_set = self._prepare(tasks.load_task(cfg.data.benchmark, "train", cfg.data.data_dir, cfg.data.tooluse_system))
+        test = tasks.load_task(cfg.data.benchmark, "test", cfg.data.data_dir, cfg.data.tooluse_system)
         self.test_set = self._prepare(test[: cfg.eval.limit] if cfg.eval.limit else test)
         if cfg.rollout.engine == "vllm":
             self.engine = VLLMEngine(cfg.model.path, self.tokenizer, seed=cfg.run.seed,
@@ -255,7 +255,7 @@ class Trainer:
 
         # 2. reward
         with timer("reward"):
-            rewards = torch.tensor([prompts[pi][0].score(s.text) for pi, s in samples])
+            rewards = torch.tensor([prompts[pi][0].score(s.text, cfg.data.grader) for pi, s in samples])
         group_ids = torch.tensor([pi for pi, _ in samples])
 
         # 3. route: on the whole step's batch (gathered from every rank, routed the same way
@@ -466,7 +466,7 @@ class Trainer:
         local = self.test_set[rank() :: world()]
         sampling = SamplingConfig(cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens, step_seed(cfg.run.seed, self.step, salt=99))
         groups = self.engine.generate([ids for _, ids in local], cfg.eval.k, sampling)
-        scores = [[ex.score(s.text) for s in g] for (ex, _), g in zip(local, groups)]
+        scores = [[ex.score(s.text, self.cfg.data.grader) for s in g] for (ex, _), g in zip(local, groups)]
         lengths = [len(s.response_ids) for g in groups for s in g]
         trunc = [s.finish_reason == "length" for g in groups for s in g]
         s = all_sum(torch.tensor([sum(map(sum, scores)), sum(len(x) for x in scores), len(scores),
@@ -566,7 +566,7 @@ def provenance() -> dict:
     return {"git_commit": commit, "git_dirty": dirty, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "platform": platform.platform(), "cpu_count": os.cpu_count(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "argv": sys.argv, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "argv": sys.argv, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sandbox": sandbox.backend()}
 
 
 def train(cfg: TrainConfig) -> Path:
