@@ -10,9 +10,19 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export SRPO_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install run test lint clean
+.PHONY: install sandbox run test lint clean
 
-install: $(VENV)/.installed
+install: sandbox $(VENV)/.installed
+
+# The code sandbox runs untrusted programs under bubblewrap (README: The code sandbox).
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
+	  else \
+	    echo "bubblewrap (bwrap) is missing: install the 'bubblewrap' package (e.g. sudo apt-get install bubblewrap);"; \
+	    echo "without it code rewards run under the weaker in-process guard and the sandbox tests fail."; \
+	  fi; }
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

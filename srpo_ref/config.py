@@ -77,6 +77,7 @@ class MethodConfig:
     topk: int | None = LossConfig.topk
     alpha: float = LossConfig.alpha
     add_tail: bool = LossConfig.add_tail
+    loss_agg: str = LossConfig.loss_agg  # token_mean (SPEC section 6) | seq_mean_token_mean (the SDPO authors' code)
 
 
 @dataclass
@@ -95,7 +96,8 @@ class RunConfig:
     out_dir: str = "runs/default"
     seed: int = 0
     max_steps: int = 100
-    time_budget_s: float | None = None  # stop when training wall-clock (validation excluded) exceeds this
+    budget: float | None = None  # stop once this much training is consumed, in budget_unit (validation excluded)
+    budget_unit: str = "seconds"  # seconds (wall-clock; the paper's) | flops | tokens | steps (deterministic)
     save_every: int = 10
     keep_checkpoints: int = 2
     device: str = "auto"  # auto | cpu | cuda
@@ -170,9 +172,13 @@ def parse_overrides(overrides: list[str]) -> dict:
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: empty key")
         node = nested
         for p in parts[:-1]:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
         node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
     return nested
 
@@ -190,39 +196,110 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-    data = _merge(data, parse_overrides(overrides or []))
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections (model, data, ...), got a {type(data).__name__}")
+    try:
+        data = _merge(data, parse_overrides(overrides or []))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"an override is not a valid YAML value: {str(e).splitlines()[0]}") from None
     cfg = _build(TrainConfig, data, "")
     validate(cfg)
     return cfg
 
 
+# (key, check, what it must be): every numeric field has a range, checked before anything loads.
+_POS, _NONNEG = (lambda v: v > 0), (lambda v: v >= 0)
+_RANGES = [
+    ("data.max_prompt_tokens", _POS, "a positive number of tokens"),
+    ("rollout.prompts_per_step", _POS, "at least 1"),
+    ("rollout.rollouts_per_prompt", lambda v: v >= 2, "at least 2 (group baselines and demonstrations need siblings)"),
+    ("rollout.temperature", _POS, "> 0 (training samples; the losses divide logits by it)"),
+    ("rollout.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("rollout.max_response_tokens", _POS, "at least 1"),
+    ("rollout.vllm_gpu_memory_utilization", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("rollout.generation_batch_size", _POS, "at least 1"),
+    ("optim.lr", _POS, "> 0"),
+    ("optim.weight_decay", _NONNEG, ">= 0"),
+    ("optim.warmup_steps", _NONNEG, ">= 0"),
+    ("optim.grad_clip", _POS, "> 0"),
+    ("optim.mini_batch_prompts", _POS, "at least 1"),
+    ("optim.micro_batch_size", _POS, "at least 1"),
+    ("method.success_threshold", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("method.beta", _NONNEG, ">= 0 (or null for the method's default)"),
+    ("method.ema_rate", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("method.max_demo_tokens", _POS, "at least 1"),
+    ("method.eps_low", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("method.eps_high", _NONNEG, ">= 0"),
+    ("method.dual_clip", lambda v: v > 1, "> 1 (or null for none)"),
+    ("method.is_clip", _POS, "> 0"),
+    ("method.topk", _POS, "at least 1 (or null for the full vocabulary)"),
+    ("method.alpha", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("eval.val_every", _NONNEG, ">= 0 (0: never)"),
+    ("eval.k", _POS, "at least 1"),
+    ("eval.temperature", _NONNEG, ">= 0 (0: greedy)"),
+    ("eval.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("eval.max_new_tokens", _POS, "at least 1"),
+    ("eval.limit", _POS, "at least 1 (or null for all)"),
+    ("run.seed", _NONNEG, ">= 0"),
+    ("run.max_steps", _POS, "at least 1"),
+    ("run.budget", _POS, "> 0 (or null for none)"),
+    ("run.save_every", _NONNEG, ">= 0 (0: only at the end)"),
+    ("run.keep_checkpoints", _POS, "at least 1"),
+    ("run.threads", _POS, "at least 1 (or null for torch's default)"),
+]
+_CHOICES = [
+    ("model.dtype", ("float32", "bfloat16", "float16")),
+    ("data.grader", ("upstream", "strict")),
+    ("rollout.engine", ("hf", "vllm")),
+    ("method.teacher", ("ema", "frozen", "live")),
+    ("method.loss_agg", ("token_mean", "seq_mean_token_mean")),
+    ("run.budget_unit", ("seconds", "flops", "tokens", "steps")),
+    ("run.device", ("auto", "cpu", "cuda")),
+]
+
+
+def _get(cfg: TrainConfig, key: str):
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
 def validate(cfg: TrainConfig, check_paths: bool = True) -> None:
+    """Ranges, choices and cross-field rules of the whole config (and, with ``check_paths``, the
+    model directory): one ConfigError naming the key, before anything loads."""
+    import math as _math
+
     from srpo_ref.tasks import TASKS
 
+    for key, ok, what in _RANGES:
+        v = _get(cfg, key)
+        if v is None:
+            continue
+        if isinstance(v, float) and not _math.isfinite(v) or not ok(v):
+            raise ConfigError(f"{key} must be {what}, got {v!r}")
+    for key, choices in _CHOICES:
+        if _get(cfg, key) not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {_get(cfg, key)!r}")
     m, r, o = cfg.method, cfg.rollout, cfg.optim
     if m.name not in METHODS:
         raise ConfigError(f"method.name: unknown method {m.name!r}; choose one of {list(METHODS)}")
     if cfg.data.benchmark not in TASKS:
         raise ConfigError(f"data.benchmark: unknown benchmark {cfg.data.benchmark!r}; known: {list(TASKS)}")
-    if cfg.data.grader not in ("upstream", "strict"):
-        raise ConfigError(f"data.grader must be 'upstream' or 'strict', got {cfg.data.grader!r}")
-    if r.engine not in ("hf", "vllm"):
-        raise ConfigError(f"rollout.engine must be 'hf' or 'vllm', got {r.engine!r}")
-    if m.teacher not in ("ema", "frozen", "live"):
-        raise ConfigError(f"method.teacher must be ema, frozen or live, got {m.teacher!r}")
-    if not 0 <= m.alpha <= 1:
-        raise ConfigError(f"method.alpha must be in [0, 1], got {m.alpha}")
     if r.prompts_per_step % o.mini_batch_prompts:
         raise ConfigError(f"rollout.prompts_per_step ({r.prompts_per_step}) must be a multiple of optim.mini_batch_prompts ({o.mini_batch_prompts})")
-    if r.rollouts_per_prompt < 2:
-        raise ConfigError("rollout.rollouts_per_prompt must be at least 2 (group baselines and demonstrations need siblings)")
     if m.name == "adv_mix" and cfg.beta != 0:
         # adv_mix trains both branches on one sample; the step-wide weight normaliser is applied
         # to the distillation gradients alone, which needs the branches on disjoint samples.
         raise ConfigError("method.beta must be 0 for adv_mix (its samples carry both branches)")
-    if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
-        raise ConfigError(f"model.dtype must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
+    if cfg.run.budget_unit == "steps" and cfg.run.budget is not None and cfg.run.budget != int(cfg.run.budget):
+        raise ConfigError(f"run.budget must be a whole number of steps with budget_unit=steps, got {cfg.run.budget}")
+    if cfg.data.tooluse_system not in ("none", "paraphrase") and not Path(cfg.data.tooluse_system).is_file():
+        raise ConfigError(f"data.tooluse_system must be none, paraphrase or a text file, got {cfg.data.tooluse_system!r}")
     if check_paths:
         if not cfg.model.path:
             raise ConfigError("model.path is required (a save_pretrained directory)")

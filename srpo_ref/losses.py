@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 
 TAIL_FLOOR = 1e-10
+LOG_RATIO_CLAMP = 20.0  # log-ratios are clamped to +-20 before exp, as verl does
+LOSS_AGGREGATIONS = ("token_mean", "seq_mean_token_mean")
 """Smallest probability given to the top-K tail bucket (keeps ``log`` finite when K = V)."""
 
 
@@ -203,8 +205,9 @@ def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, std_normali
 def truncated_is_weight(logp_num: torch.Tensor, logp_den: torch.Tensor, cap: float = 2.0) -> torch.Tensor:
     """``min(exp(logp_num - logp_den), cap)``, detached. Used twice: the rollout-engine
     correction ``min(exp(logp_old - logp_rollout), 2)`` and the SDPO importance factor
-    ``min(exp(logp - logp_old), 2)``."""
-    return torch.exp(logp_num.detach() - logp_den.detach()).clamp(max=cap)
+    ``min(exp(logp - logp_old), 2)``. The log-ratio is clamped to +-20 first."""
+    log_ratio = (logp_num.detach() - logp_den.detach()).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    return torch.exp(log_ratio).clamp(max=cap)
 
 
 def policy_gradient_loss(
@@ -218,7 +221,7 @@ def policy_gradient_loss(
 ) -> torch.Tensor:
     """Per-token clipped surrogate (SPEC section 3), ``[B, T]``::
 
-        ratio = exp(logp - logp_old)
+        ratio = exp(clamp(logp - logp_old, -20, 20))      (the clamp as in verl)
         l = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)
         l = min(l, -c * A)            where A < 0 (dual clip, c = dual_clip)
         l = l * tis_weight            (detached rollout-engine weight, when given)
@@ -227,7 +230,7 @@ def policy_gradient_loss(
     """
     if advantages.dim() == 1:
         advantages = advantages[:, None]
-    ratio = torch.exp(logp - logp_old)
+    ratio = torch.exp((logp - logp_old).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
     loss = torch.maximum(unclipped, clipped)
@@ -241,11 +244,6 @@ def policy_gradient_loss(
 # --------------------------------------------------------------------------------------------
 # 4. SDPO branch (SPEC section 4)
 # --------------------------------------------------------------------------------------------
-
-
-def _log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """``log(1 - exp(x))`` for ``x <= 0``, with the probability floored at ``TAIL_FLOOR``."""
-    return torch.log((-torch.expm1(x)).clamp(min=TAIL_FLOOR))
 
 
 def _kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
@@ -290,17 +288,24 @@ def distillation_loss(
     top-K token ids and, with ``add_tail``, append the tail bucket ``log(1 - sum_topk p)`` to
     each (without it, renormalise both over the K ids). Then ``generalized_jsd(student, teacher,
     alpha)``. ``topk=None`` uses the full vocabulary.
+
+    The tail is computed in log space, ``logsumexp(log p outside the top-K)``, i.e.
+    ``logsumexp(logits outside) - logsumexp(logits)``: ``1 - sum p`` in fp32 loses every digit
+    when the top-K hold almost all the mass. It is floored at ``log(TAIL_FLOOR)`` (an empty tail,
+    K >= V, would otherwise be ``-inf``).
     """
     student_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
     teacher_logp = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
     if topk is not None:
         # K >= V keeps the whole vocabulary; its tail bucket is then empty (floored).
         ids = student_logp.detach().topk(min(topk, student_logp.shape[-1]), dim=-1).indices
+        if add_tail:
+            floor = math.log(TAIL_FLOOR)
+            s_tail = torch.logsumexp(student_logp.scatter(-1, ids, -math.inf), -1, keepdim=True).clamp(min=floor)
+            t_tail = torch.logsumexp(teacher_logp.scatter(-1, ids, -math.inf), -1, keepdim=True).clamp(min=floor)
         student_logp = student_logp.gather(-1, ids)
         teacher_logp = teacher_logp.gather(-1, ids)
         if add_tail:
-            s_tail = _log1mexp(torch.logsumexp(student_logp, -1, keepdim=True))
-            t_tail = _log1mexp(torch.logsumexp(teacher_logp, -1, keepdim=True))
             student_logp = torch.cat([student_logp, s_tail], -1)
             teacher_logp = torch.cat([teacher_logp, t_tail], -1)
         else:
@@ -375,6 +380,7 @@ class LossConfig:
     add_tail: bool = True
     temperature: float = 1.0
     beta: float = 1.0
+    loss_agg: str = "token_mean"  # token_mean | seq_mean_token_mean (see srpo_objective)
 
 
 def srpo_objective(
@@ -390,6 +396,7 @@ def srpo_objective(
     teacher_logits: torch.Tensor | None = None,
     weight_normalizer: float | torch.Tensor | None = None,
     logp_rollout: torch.Tensor | None = None,
+    num_sequences: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One micro-batch's share of the SPEC section 6 loss::
 
@@ -406,15 +413,32 @@ def srpo_objective(
     ``logp_rollout`` (the rollout engine's log-probs) adds the truncated importance weight
     ``min(exp(logp_old - logp_rollout), is_clip)`` to both branches.
 
+    ``cfg.loss_agg``: ``token_mean`` is the formula above (SPEC section 6). ``seq_mean_token_mean``
+    is the SDPO authors' effective objective (verl with micro-batches of one sequence, a token
+    mean each, scaled by 1/gradient-accumulation): each sequence's token losses are averaged over
+    its own length, then averaged over the ``num_sequences`` sequences of the update::
+
+        L = (1/S) sum_i (1/|y_i|) sum_t (g_i l_grpo + s_i w rho l_sdpo)_it
+
     Returns ``(loss, metrics)``; metrics are sums and counts (keys ending in ``_sum`` or
-    ``_count``) so the caller can add them over micro-batches before dividing.
+    ``_count``) so the caller can add them over micro-batches before dividing. The loss sums in
+    the metrics are unscaled token sums under either aggregation.
     """
     mask = mask.float()
+    if cfg.loss_agg == "token_mean":
+        row_scale, denominator = torch.ones(mask.shape[0], 1, device=mask.device), num_tokens
+    elif cfg.loss_agg == "seq_mean_token_mean":
+        if num_sequences is None:
+            raise ValueError("loss_agg=seq_mean_token_mean needs num_sequences (sequences in the update)")
+        row_scale, denominator = 1.0 / mask.sum(1, keepdim=True).clamp(min=1), num_sequences
+    else:
+        raise ValueError(f"loss_agg must be one of {LOSS_AGGREGATIONS}, got {cfg.loss_agg!r}")
     tis = None if logp_rollout is None else truncated_is_weight(logp_old, logp_rollout, cfg.is_clip)
 
     grpo_tok = routing.grpo_coef[:, None].to(mask) * mask
     l_grpo = policy_gradient_loss(logp, logp_old, advantages, cfg.eps_low, cfg.eps_high, cfg.dual_clip, tis)
     grpo_sum = (l_grpo * grpo_tok).sum()
+    total = (l_grpo * grpo_tok * row_scale).sum()
 
     sdpo_rows = routing.sdpo_coef > 0
     metrics = {
@@ -429,7 +453,6 @@ def srpo_objective(
         "weight_min": float("inf"),
         "weight_max": float("-inf"),
     }
-    total = grpo_sum
     if bool(sdpo_rows.any()):
         if student_logits is None or teacher_logits is None:
             raise ValueError("samples are routed to SDPO but student_logits/teacher_logits were not given")
@@ -445,7 +468,7 @@ def srpo_objective(
             rho = rho * tis[rows]
         per_token = routing.sdpo_coef[rows][:, None].to(mask) * weights * rho * l_sdpo * smask
         sdpo_sum = per_token.sum()
-        total = total + sdpo_sum
+        total = total + (per_token * row_scale[rows]).sum()
         valid_w = weights[smask > 0]
         metrics.update(
             sdpo_tokens_count=float(smask.sum()),
@@ -457,4 +480,4 @@ def srpo_objective(
             weight_min=float(valid_w.min()) if valid_w.numel() else float("inf"),
             weight_max=float(valid_w.max()) if valid_w.numel() else float("-inf"),
         )
-    return total / num_tokens, metrics
+    return total / denominator, metrics

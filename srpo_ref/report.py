@@ -8,7 +8,14 @@ Inputs (all written by ``srpo_ref.trainer`` and ``evals.run``):
 
 Budgets: the paper reports the best validation avg@16 reached within 1h, 5h and 10h of training
 wall-clock (Table 1) and the mean seconds per step within those windows (cost). Smaller profiles
-scale the windows (``budgets`` in the pipeline config); labels keep the paper's names.
+scale the windows (``budgets`` in the pipeline config); labels keep the paper's names. A budget
+has a unit (``budget_unit``): ``seconds`` (the paper's; GPU profiles) or a unit the machine's load
+cannot change, ``flops``, ``tokens`` or ``steps`` (the CPU profiles), read from the cumulative
+counters every step and validation record carries.
+
+Verdicts (``verdict``): a claim is *reproduced* only when the 95% t-interval over seeds (paired
+by seed) of the quantity it is about excludes zero in the paper's direction, *contradicted* when
+it excludes zero the other way, and *inconclusive (n seeds)* otherwise.
 Every table is written as CSV and Markdown; the paper's numbers stand beside ours where they
 exist (``../shared/paper/*.csv``), with the difference and the spread across seeds.
 """
@@ -23,6 +30,63 @@ import pandas as pd
 
 PAPER_METHOD_NAMES = {"srpo_no_dw": "srpo_no_dynamic_weighting", "adv_mix": "advantage_mix_lambda0.9"}
 PHASES = ("generate", "reward", "old_logprob", "teacher_forward", "update", "teacher_ema")
+UNITS = {"seconds": "wall_seconds", "flops": "cum_flops", "tokens": "cum_tokens", "steps": "step"}
+UNIT_LABELS = {"seconds": "training wall-clock (s)", "flops": "training FLOPs", "tokens": "training tokens", "steps": "training steps"}
+
+
+def budget_text(budgets: list[dict], unit: str) -> str:
+    fmt = {"seconds": lambda v: f"{v:g} s", "flops": lambda v: f"{v:.3g} FLOPs", "tokens": lambda v: f"{v:.3g} tokens",
+           "steps": lambda v: f"{v:g} steps"}[unit]
+    return ", ".join(f"{b['label']} = {fmt(b['value'])}" for b in budgets)
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+# two-sided 95% Student t quantiles, by degrees of freedom
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000}
+
+
+def _t975(df: int) -> float:
+    if df in _T975:
+        return _T975[df]
+    larger = [k for k in _T975 if k > df]
+    return _T975[min(larger)] if larger else 1.960
+
+
+def interval(values) -> tuple[float, float, float, int]:
+    """``(mean, low, high, n)``: the 95% t-interval of the mean of ``values`` (differences paired
+    by seed, or one value per run). Fewer than two values give an infinite interval."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    n = len(vals)
+    if n == 0:
+        return float("nan"), -math.inf, math.inf, 0
+    mu = sum(vals) / n
+    if n < 2:
+        return mu, -math.inf, math.inf, n
+    sd = math.sqrt(sum((v - mu) ** 2 for v in vals) / (n - 1))
+    half = _t975(n - 1) * sd / math.sqrt(n)
+    return mu, mu - half, mu + half, n
+
+
+def verdict(values, expected_sign: int, noun: str = "seeds") -> tuple[str, tuple[float, float, float, int]]:
+    """The verdict on a claim whose paper direction is ``expected_sign`` (+1: the quantity is
+    positive, -1: negative), from per-seed values of the quantity (or per-run: ``noun``)."""
+    mu, lo, hi, n = interval(values)
+    if n == 0:
+        return "n/a", (mu, lo, hi, n)
+    if (expected_sign > 0 and lo > 0) or (expected_sign < 0 and hi < 0):
+        return "reproduced", (mu, lo, hi, n)
+    if (expected_sign > 0 and hi < 0) or (expected_sign < 0 and lo > 0):
+        return "contradicted", (mu, lo, hi, n)
+    return f"inconclusive ({n} {noun})", (mu, lo, hi, n)
+
+
+def interval_text(iv: tuple[float, float, float, int], scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
+    mu, lo, hi, n = iv
+    if n < 2:
+        return f"{mu * scale:+.{digits}f}{unit} (n={n}, no interval)"
+    return f"{mu * scale:+.{digits}f}{unit} [95% CI {lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}], n={n}"
 
 
 # ----------------------------------------------------------------------------- loading
@@ -91,10 +155,22 @@ def _fmt(mu, sd=None, n=None, scale=100.0) -> str:
     return s
 
 
-def best_within(val: pd.DataFrame, budget_s: float) -> pd.DataFrame:
-    """Best avg@k per run among validations done within ``budget_s`` of training wall-clock."""
-    within = val[val["wall_seconds"] <= budget_s + 1e-9]
+def best_within(val: pd.DataFrame, budget: float, unit: str = "seconds") -> pd.DataFrame:
+    """Best avg@k per run among validations done within ``budget`` (in ``unit``) of training."""
+    within = val[val[UNITS[unit]] <= budget * (1 + 1e-9) + 1e-9]
     return within.groupby(["model", "benchmark", "method", "seed"], as_index=False)["avg_at_k"].max()
+
+
+def per_seed_best(val: pd.DataFrame, model: str, method: str, benchmarks: list[str], budget: float, unit: str) -> dict[int, float]:
+    """seed -> best avg@k within the budget, averaged over ``benchmarks`` (seeds with every one)."""
+    best = best_within(val[(val["model"] == model) & (val["method"] == method) & (val["benchmark"].isin(benchmarks))], budget, unit)
+    return {int(seed): g["avg_at_k"].mean() for seed, g in best.groupby("seed") if g["benchmark"].nunique() == len(benchmarks)}
+
+
+def base_validation(val: pd.DataFrame, model: str, benchmark: str) -> float:
+    """The base model under the validation protocol: the step-0 validations of every run."""
+    v = val[(val["model"] == model) & (val["benchmark"] == benchmark) & (val["step"] == 0)]
+    return float(v["avg_at_k"].mean()) if len(v) else float("nan")
 
 
 def _paper_value(paper: pd.DataFrame, model: str | None, method: str, benchmark: str, budget_h) -> float | None:
@@ -108,26 +184,26 @@ def _paper_value(paper: pd.DataFrame, model: str | None, method: str, benchmark:
 
 
 def table1(val: pd.DataFrame, evals: pd.DataFrame, budgets: list[dict], methods: list[str], paper: pd.DataFrame,
-           paper_models: dict[str, str]) -> pd.DataFrame:
+           paper_models: dict[str, str], unit: str = "seconds") -> pd.DataFrame:
     """Best avg@k within each budget, per model x benchmark x method, mean ± std over seeds,
-    plus the benchmark average; base model from its evaluation."""
+    plus the benchmark average; the base row is the step-0 validation (the same protocol and
+    questions as every other row). ``evals`` is unused (kept for the callers' signature)."""
     rows = []
     if val.empty:
         return pd.DataFrame()
     for model in sorted(val["model"].unique()):
         pm = paper_models.get(model)
         bench = sorted(val[val["model"] == model]["benchmark"].unique())
-        base = evals[(evals["model"] == model) & (evals["method"] == "base")] if not evals.empty else pd.DataFrame()
+        base = {b: base_validation(val, model, b) for b in bench}
         for b in bench + ["average"]:
-            if not base.empty:
-                vals = base[base["benchmark"].isin(bench)]["avg_at_k"] if b == "average" else base[base["benchmark"] == b]["avg_at_k"]
-                mu = vals.mean() if len(vals) else float("nan")
+            mu = sum(base.values()) / len(base) if b == "average" else base[b]
+            if not math.isnan(mu):
                 p = _paper_value(paper, pm, "base", b, 0)
                 rows.append({"model": model, "benchmark": b, "method": "base", "budget": "0", "ours_mean": mu, "ours_std": 0.0,
                              "seeds": 1, "paper": p, "delta": None if p is None or math.isnan(mu) else mu - p})
             for m in methods:
                 for bud in budgets:
-                    best = best_within(val[(val["model"] == model) & (val["method"] == m)], bud["seconds"])
+                    best = best_within(val[(val["model"] == model) & (val["method"] == m)], bud["value"], unit)
                     if b == "average":
                         per_seed = best[best["benchmark"].isin(bench)].groupby("seed")
                         # average only over seeds that have every benchmark
@@ -192,14 +268,14 @@ def shape_comparison(t1: pd.DataFrame, paper: pd.DataFrame, budgets: list[dict],
 
 
 def table2(val: pd.DataFrame, budgets: list[dict], variants: list[str], benchmarks: list[str], paper2: pd.DataFrame,
-           reference_model: str = "Qwen3-8B") -> pd.DataFrame:
+           reference_model: str = "Qwen3-8B", unit: str = "seconds") -> pd.DataFrame:
     rows = []
     if val.empty:
         return pd.DataFrame()
     for model in sorted(val["model"].unique()):
         for v in variants:
             for bud in budgets:
-                best = best_within(val[(val["model"] == model) & (val["method"] == v) & (val["benchmark"].isin(benchmarks))], bud["seconds"])
+                best = best_within(val[(val["model"] == model) & (val["method"] == v) & (val["benchmark"].isin(benchmarks))], bud["value"], unit)
                 per_seed = [g["avg_at_k"].mean() for _, g in best.groupby("seed") if g["benchmark"].nunique() == len(benchmarks)]
                 if not per_seed:
                     continue
@@ -216,10 +292,13 @@ def table2(val: pd.DataFrame, budgets: list[dict], variants: list[str], benchmar
 # ----------------------------------------------------------------------------- cost
 
 
-def cost_table(steps: pd.DataFrame, budgets: list[dict], methods: list[str], benchmarks: list[str] | None = None) -> pd.DataFrame:
-    """Seconds per step (total and per phase), tokens and FLOPs per step, teacher-forward share,
-    averaged over the steps inside each window, first per run, then over runs. Only runs on
-    ``benchmarks`` count, so every method is compared on the same tasks."""
+def cost_table(steps: pd.DataFrame, budgets: list[dict], methods: list[str], benchmarks: list[str] | None = None,
+               unit: str = "seconds") -> pd.DataFrame:
+    """FLOPs per step (the deterministic cost), seconds per step (total and per phase; read from
+    the training jobs, so it depends on the machine's load), tokens per step and the
+    teacher-forward share, averaged over the steps inside each window (``unit``), first per run,
+    then over runs. Only runs on ``benchmarks`` count, so every method is compared on the same
+    tasks."""
     rows = []
     if steps.empty:
         return pd.DataFrame()
@@ -233,7 +312,7 @@ def cost_table(steps: pd.DataFrame, budgets: list[dict], methods: list[str], ben
             if s.empty:
                 continue
             for bud in budgets:
-                w = s[s["wall_seconds"] <= bud["seconds"] + 1e-9]
+                w = s[s[UNITS[unit]] <= bud["value"] * (1 + 1e-9) + 1e-9]
                 if w.empty:
                     continue
                 per_run = w.groupby(["benchmark", "seed"]).mean(numeric_only=True)
@@ -246,6 +325,7 @@ def cost_table(steps: pd.DataFrame, budgets: list[dict], methods: list[str], ben
                     row[f"flops_{ph}"] = per_run.get(f"flops_{ph}", pd.Series([0.0])).mean()
                 total_flops = sum(row[f"flops_{ph}"] for ph in PHASES)
                 row["flops_total"] = total_flops
+                row["flops_per_step"] = total_flops
                 row["teacher_forward_share_time"] = row["s_teacher_forward"] / row["s_per_step"] if row["s_per_step"] else float("nan")
                 row["teacher_forward_share_flops"] = row["flops_teacher_forward"] / total_flops if total_flops else float("nan")
                 row["frac_sdpo"] = per_run["frac_sdpo"].mean()
@@ -255,17 +335,25 @@ def cost_table(steps: pd.DataFrame, budgets: list[dict], methods: list[str], ben
     if df.empty:
         return df
     for other in ("grpo", "sdpo"):
-        ref = df[df["method"] == other].set_index(["model", "benchmarks", "budget"])["s_per_step"]
-        df[f"vs_{other}"] = [r.s_per_step / ref[(r.model, r.benchmarks, r.budget)] - 1 if (r.model, r.benchmarks, r.budget) in ref.index else float("nan")
-                             for r in df.itertuples()]
+        for col, name in (("flops_per_step", f"flops_vs_{other}"), ("s_per_step", f"vs_{other}")):
+            ref = df[df["method"] == other].set_index(["model", "benchmarks", "budget"])[col]
+            df[name] = [getattr(r, col) / ref[(r.model, r.benchmarks, r.budget)] - 1 if (r.model, r.benchmarks, r.budget) in ref.index else float("nan")
+                        for r in df.itertuples()]
     return df
 
 
-def cost_markdown(cost: pd.DataFrame, paper_cost: pd.DataFrame, budgets: list[dict], reference_model: str = "Qwen3-8B") -> str:
+def cost_markdown(cost: pd.DataFrame, paper_cost: pd.DataFrame, budgets: list[dict], reference_model: str = "Qwen3-8B",
+                  unit: str = "seconds", paired: dict | None = None) -> str:
+    """The cost table: FLOPs per step first (deterministic), then the training jobs' seconds, and
+    below it the paired wall-clock benchmark (``benchmarks/step_cost.py``) when given."""
     if cost.empty:
         return "_No step records._\n"
-    lines = ["| model | benchmarks | method | window | s/step (ours) | s/step (paper 8B) | generate | teacher fwd | update | old logp | teacher-fwd share (time / FLOPs) | SDPO-routed | resp. len | vs GRPO | vs SDPO |",
-             "|" + "---|" * 15]
+    lines = [f"Windows in {UNIT_LABELS[unit]}. FLOPs per step are the primary, deterministic cost; seconds per step come from "
+             "the training jobs (two at a time on the machine, so they move with its load) and are shown beside them.", "",
+             "| model | benchmarks | method | window | GFLOPs/step | vs GRPO (FLOPs) | vs SDPO (FLOPs) | s/step (jobs) | s/step (paper 8B) | "
+             "generate | teacher fwd | update | old logp | teacher-fwd share (time / FLOPs) | SDPO-routed | resp. len |",
+             "|" + "---|" * 16]
+    pct = lambda x: "–" if pd.isna(x) else f"{x * 100:+.1f}%"
     for r in cost.itertuples():
         p = None
         if not paper_cost.empty:
@@ -273,15 +361,23 @@ def cost_markdown(cost: pd.DataFrame, paper_cost: pd.DataFrame, budgets: list[di
             hit = paper_cost[(paper_cost["model"] == reference_model) & (paper_cost["window_h"] == bud["paper_hours"])]
             col = f"{r.method}_s_per_step"
             p = float(hit[col].iloc[0]) if len(hit) and col in hit else None
-        pct = lambda x: "–" if pd.isna(x) else f"{x * 100:+.1f}%"
-        lines.append(f"| {r.model} | {r.benchmarks} | {r.method} | {r.budget} | {r.s_per_step:.3f} | {'–' if p is None else f'{p:.1f}'} | {r.s_generate:.3f} | "
+        lines.append(f"| {r.model} | {r.benchmarks} | {r.method} | {r.budget} | {r.flops_per_step / 1e9:.3f} | {pct(r.flops_vs_grpo)} | "
+                     f"{pct(r.flops_vs_sdpo)} | {r.s_per_step:.3f} | {'–' if p is None else f'{p:.1f}'} | {r.s_generate:.3f} | "
                      f"{r.s_teacher_forward:.3f} | {r.s_update:.3f} | {r.s_old_logprob:.3f} | {r.teacher_forward_share_time * 100:.1f}% / "
-                     f"{r.teacher_forward_share_flops * 100:.1f}% | {r.frac_sdpo:.2f} | {r.response_length:.1f} | {pct(r.vs_grpo)} | {pct(r.vs_sdpo)} |")
+                     f"{r.teacher_forward_share_flops * 100:.1f}% | {r.frac_sdpo:.2f} | {r.response_length:.1f} |")
+    if paired:
+        lines += ["", f"Paired wall-clock benchmark (`benchmarks/step_cost.py`: methods interleaved in one process, same prompts and "
+                  f"seeds, {paired['rounds']} rounds on {paired['benchmark']}): median s/step [min, max]", "",
+                  "| method | median s/step | min | max | GFLOPs/step | vs GRPO (median of paired ratios [min, max]) |", "|---|---|---|---|---|---|"]
+        for m, v in paired["methods"].items():
+            ratio = v.get("ratio_vs_grpo")
+            rtxt = "–" if ratio is None else f"{(ratio['median'] - 1) * 100:+.1f}% [{(ratio['min'] - 1) * 100:+.1f}%, {(ratio['max'] - 1) * 100:+.1f}%]"
+            lines.append(f"| {m} | {v['median']:.3f} | {v['min']:.3f} | {v['max']:.3f} | {v['flops_per_step'] / 1e9:.3f} | {rtxt} |")
     paper_line = ""
     if not paper_cost.empty:
         p = paper_cost[paper_cost["model"] == reference_model]
         last = p[p["window_h"] == p["window_h"].max()].iloc[0]
-        paper_line = (f"\nPaper ({reference_model}, {int(last['window_h'])}h window): SRPO {last['srpo_s_per_step']:.1f} s/step vs GRPO "
+        paper_line = (f"\nPaper ({reference_model}, {int(last['window_h'])}h window, wall-clock): SRPO {last['srpo_s_per_step']:.1f} s/step vs GRPO "
                       f"{last['grpo_s_per_step']:.1f} ({(last['srpo_s_per_step'] / last['grpo_s_per_step'] - 1) * 100:+.1f}%) and SDPO "
                       f"{last['sdpo_s_per_step']:.1f} ({(last['srpo_s_per_step'] / last['sdpo_s_per_step'] - 1) * 100:+.1f}%).\n")
     return "\n".join(lines) + "\n" + paper_line
@@ -337,7 +433,8 @@ def _band_plot(ax, df: pd.DataFrame, x: str, y: str, method: str, window: int = 
         ax.fill_between(grid, mat.min(axis=1), mat.max(axis=1), color=color, alpha=0.18, lw=0)
 
 
-def figures(steps: pd.DataFrame, val: pd.DataFrame, cost: pd.DataFrame, methods: list[str], out_dir: Path, time_unit: str = "s") -> list[Path]:
+def figures(steps: pd.DataFrame, val: pd.DataFrame, cost: pd.DataFrame, methods: list[str], out_dir: Path, time_unit: str = "s",
+            unit: str = "seconds") -> list[Path]:
     """Writes PNG and PDF figures; returns the PNG paths."""
     import matplotlib
 
@@ -346,7 +443,9 @@ def figures(steps: pd.DataFrame, val: pd.DataFrame, cost: pd.DataFrame, methods:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scale = {"s": 1.0, "min": 60.0, "h": 3600.0}[time_unit]
+    scale = {"s": 1.0, "min": 60.0, "h": 3600.0}[time_unit] if unit == "seconds" else {"flops": 1e9, "tokens": 1e3, "steps": 1.0}[unit]
+    xlabel = f"training wall-clock ({time_unit})" if unit == "seconds" else {"flops": "training GFLOPs", "tokens": "training tokens (thousands)",
+                                                                             "steps": "training steps"}[unit]
     written = []
 
     def save(fig, name):
@@ -357,7 +456,7 @@ def figures(steps: pd.DataFrame, val: pd.DataFrame, cost: pd.DataFrame, methods:
         written.append(out_dir / f"{name}.png")
 
     if not val.empty:
-        v = val.assign(t=val["wall_seconds"] / scale)
+        v = val.assign(t=val[UNITS[unit]] / scale)
         for model in v["model"].unique():
             vm = v[v["model"] == model]
             bench = sorted(vm["benchmark"].unique())
@@ -373,12 +472,12 @@ def figures(steps: pd.DataFrame, val: pd.DataFrame, cost: pd.DataFrame, methods:
                     if len(d):
                         _band_plot(ax, d, "t", "avg_at_k", m, window=2)
                 ax.set_title(b if b != "average" else f"average of {len(bench)}")
-                ax.set_xlabel(f"training wall-clock ({time_unit})")
+                ax.set_xlabel(xlabel)
                 ax.set_ylabel("validation avg@k")
                 ax.grid(alpha=0.3)
             axes[0][0].legend(fontsize=8)
-            fig.suptitle(f"{model}: validation accuracy against training time (rolling mean; band = min-max over seeds)", fontsize=10)
-            save(fig, f"accuracy_vs_time_{model}")
+            fig.suptitle(f"{model}: validation accuracy against {xlabel.split(' (')[0]} (rolling mean; band = min-max over seeds)", fontsize=10)
+            save(fig, f"accuracy_vs_cost_{model}")
 
     if not steps.empty:
         bench = sorted(steps["benchmark"].unique())
@@ -435,3 +534,93 @@ def figures(steps: pd.DataFrame, val: pd.DataFrame, cost: pd.DataFrame, methods:
             ax.grid(alpha=0.3, axis="y")
             save(fig, f"cost_phases_{model}")
     return written
+
+
+# ----------------------------------------------------------------------------- the paper's claims
+
+
+def _slope(df: pd.DataFrame, col: str) -> float:
+    d = df.dropna(subset=[col])
+    if len(d) < 3:
+        return float("nan")
+    x, y = d["step"].astype(float), d[col].astype(float)
+    return float(((x - x.mean()) * (y - y.mean())).sum() / max(((x - x.mean()) ** 2).sum(), 1e-12))
+
+
+def _paired(a: dict, b: dict, fn=lambda x, y: x - y) -> list[float]:
+    return [fn(a[k], b[k]) for k in sorted(set(a) & set(b))]
+
+
+def _window_means(steps: pd.DataFrame, method: str, benchmarks: list[str], budget: float, unit: str, col: str) -> dict:
+    """seed -> mean of ``col`` over the steps inside the window, averaged over ``benchmarks``."""
+    s = steps[(steps["method"] == method) & steps["benchmark"].isin(benchmarks)]
+    s = s[s[UNITS[unit]] <= budget * (1 + 1e-9) + 1e-9]
+    per_run = s.groupby(["benchmark", "seed"])[col].mean().reset_index()
+    return {int(seed): g[col].mean() for seed, g in per_run.groupby("seed") if g["benchmark"].nunique() == len(benchmarks)}
+
+
+def claims(steps: pd.DataFrame, val: pd.DataFrame, budgets: list[dict], unit: str, benchmarks: list[str],
+           paired_cost: dict | None = None) -> list[dict]:
+    """Every claim of the paper this profile can check, each with its verdict (``verdict``: the
+    95% interval over seeds, paired by seed) and the numbers behind it."""
+    out = []
+
+    def add(text, values, sign, evidence, scale=100.0, digits=1, unit_txt=" pts", noun="seeds", what="difference"):
+        v, iv = verdict(values, sign, noun)
+        out.append({"claim": text, "verdict": v, "evidence": f"{evidence}; {what} {interval_text(iv, scale, digits, unit_txt)}"})
+
+    if val.empty:
+        return out
+    first, prev, last = budgets[0], budgets[-2] if len(budgets) > 1 else budgets[0], budgets[-1]
+    for model in sorted(val["model"].unique()):
+        best = {m: {b["label"]: per_seed_best(val, model, m, benchmarks, b["value"], unit) for b in budgets}
+                for m in ("grpo", "sdpo", "srpo")}
+        mean = lambda d: 100 * sum(d.values()) / len(d) if d else float("nan")
+        for other, margin in (("grpo", "+3.4"), ("sdpo", "+6.3")):
+            s, o = best["srpo"][last["label"]], best[other][last["label"]]
+            add(f"{model}: SRPO beats {other.upper()} on the average at {last['label']} (paper 8B: {margin})", _paired(s, o), +1,
+                f"SRPO {mean(s):.1f} vs {other.upper()} {mean(o):.1f}")
+        d, g = best["sdpo"][first["label"]], best["grpo"][first["label"]]
+        add(f"{model}: SDPO rises faster than GRPO early ({first['label']})", _paired(d, g), +1, f"SDPO {mean(d):.1f} vs GRPO {mean(g):.1f}")
+        if len(budgets) > 1:
+            gain = {m: _paired(best[m][last["label"]], best[m][prev["label"]]) for m in ("sdpo", "srpo")}
+            seeds = sorted(set(best["sdpo"][last["label"]]) & set(best["srpo"][last["label"]]) & set(best["sdpo"][prev["label"]])
+                           & set(best["srpo"][prev["label"]]))
+            diff = [(best["sdpo"][last["label"]][k] - best["sdpo"][prev["label"]][k]) - (best["srpo"][last["label"]][k] - best["srpo"][prev["label"]][k])
+                    for k in seeds]
+            add(f"{model}: SDPO stalls from {prev['label']} to {last['label']} (gains less than SRPO)", diff, -1,
+                f"gain {prev['label']}→{last['label']}: SDPO {100 * sum(gain['sdpo']) / max(len(gain['sdpo']), 1):+.1f}, "
+                f"SRPO {100 * sum(gain['srpo']) / max(len(gain['srpo']), 1):+.1f}")
+        for b in benchmarks:
+            drop = {}
+            for m in ("sdpo", "srpo"):
+                runs = val[(val["model"] == model) & (val["method"] == m) & (val["benchmark"] == b)]
+                drop[m] = {int(seed): r["avg_at_k"].max() - r.sort_values("step")["avg_at_k"].iloc[-1] for seed, r in runs.groupby("seed")}
+            add(f"{model}/{b}: SDPO collapses late (falls further below its best validation by the end than SRPO)",
+                _paired(drop["sdpo"], drop["srpo"]), +1,
+                f"best minus last validation: SDPO {mean(drop['sdpo']):.1f}, SRPO {mean(drop['srpo']):.1f}")
+    if not steps.empty:
+        srpo = steps[(steps["method"] == "srpo") & steps["benchmark"].isin(benchmarks)]
+        runs = list(srpo.groupby(["model", "benchmark", "seed"]))
+        fr = [_slope(r, "frac_sdpo") for _, r in runs]
+        add("SRPO's SDPO-routed fraction falls over training", fr, -1, f"{len(fr)} runs (benchmarks x seeds)",
+            scale=1.0, digits=4, unit_txt="/step", noun="runs", what="slope")
+        ent = [_slope(r, "teacher_entropy_mean") for _, r in runs]
+        add("SRPO's teacher entropy rises over training", ent, +1, f"{len(ent)} runs (benchmarks x seeds), nats",
+            scale=1.0, digits=4, unit_txt="/step", noun="runs", what="slope")
+        w = last["value"]
+        tok = {m: _window_means(steps, m, benchmarks, w, unit, "tokens_teacher_forward") for m in ("srpo", "sdpo")}
+        add("SRPO runs the teacher on fewer tokens per step than SDPO", _paired(tok["srpo"], tok["sdpo"], lambda a, b: a / b - 1), -1,
+            f"{sum(tok['srpo'].values()) / max(len(tok['srpo']), 1):.0f} vs {sum(tok['sdpo'].values()) / max(len(tok['sdpo']), 1):.0f} tokens/step",
+            scale=100.0, unit_txt="%")
+        flops = steps.assign(flops_step=sum(steps.get(f"flops_{p}", 0) for p in PHASES))
+        fl = {m: _window_means(flops, m, benchmarks, w, unit, "flops_step") for m in ("srpo", "grpo", "sdpo")}
+        for other, paper in (("grpo", "-17.2%"), ("sdpo", "-9.4%")):
+            ev = (f"{sum(fl['srpo'].values()) / max(len(fl['srpo']), 1) / 1e9:.3f} vs "
+                  f"{sum(fl[other].values()) / max(len(fl[other]), 1) / 1e9:.3f} GFLOPs/step")
+            if paired_cost and other in paired_cost["methods"] and "srpo" in paired_cost["methods"]:
+                ps, po = paired_cost["methods"]["srpo"]["median"], paired_cost["methods"][other]["median"]
+                ev += f"; paired wall-clock {ps:.3f} vs {po:.3f} s/step ({(ps / po - 1) * 100:+.1f}%)"
+            add(f"SRPO is cheaper per step than {other.upper()} in the {last['label']} window (FLOPs; paper wall-clock: {paper})",
+                _paired(fl["srpo"], fl[other], lambda a, b: a / b - 1), -1, ev, scale=100.0, unit_txt="%")
+    return out

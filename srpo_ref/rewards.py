@@ -1,4 +1,4 @@
-"""Every reward function, shared by training (srpo_ref) and evaluation (evals).
+r"""Every reward function, shared by training (srpo_ref) and evaluation (evals).
 
 Each scorer takes the model's response text and the gold answer and returns a float in [0, 1].
 A malformed, hostile or hung response scores 0; nothing here raises on model output, and nothing

@@ -36,6 +36,15 @@ class Sample:
     logprobs: list[float] | None = None
 
 
+def stop_token_ids(tokenizer, model) -> list[int]:
+    """Every end-of-sequence id: the tokenizer's, then the generation config's (Qwen3's lists two,
+    ``<|im_end|>`` and ``<|endoftext|>``), without duplicates."""
+    ids = [tokenizer.eos_token_id]
+    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += gen if isinstance(gen, (list, tuple)) else [gen]
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
 class HFEngine:
     name = "hf"
 
@@ -49,7 +58,8 @@ class HFEngine:
     def generate(self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig) -> list[list[Sample]]:
         tok, model = self.tokenizer, self.model
         device = next(model.parameters()).device
-        eos = tok.eos_token_id
+        eos_ids = stop_token_ids(tok, model)
+        eos = eos_ids[0]
         pad = tok.pad_token_id if tok.pad_token_id is not None else eos
         was_training = model.training
         model.eval()
@@ -69,7 +79,7 @@ class HFEngine:
                 input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=sampling.max_new_tokens,
                 do_sample=not greedy, temperature=None if greedy else sampling.temperature,
                 top_p=None if greedy else sampling.top_p, top_k=None, num_return_sequences=1 if greedy else n,
-                pad_token_id=pad, eos_token_id=eos,
+                pad_token_id=pad, eos_token_id=eos_ids,
             )
             gen = gen[:, width:].cpu()
             if greedy:
@@ -78,10 +88,11 @@ class HFEngine:
                 group = []
                 for j in range(n):
                     row = gen[i * n + j].tolist()
-                    if eos in row:
-                        row, reason = row[: row.index(eos) + 1], "stop"
+                    stop = next((k for k, t in enumerate(row) if t in eos_ids), None)
+                    if stop is not None:
+                        row, reason = row[: stop + 1], "stop"
                     else:
-                        row = [t for t in row if t != pad] if pad != eos else row
+                        row = [t for t in row if t != pad] if pad not in eos_ids else row
                         reason = "length"
                     group.append(Sample(row, tok.decode(row, skip_special_tokens=True), reason))
                 out.append(group)

@@ -100,6 +100,16 @@ def plain(value, _depth=0):
 _VOLATILE = {"builtins": {"exit", "quit", "help", "open"}}
 
 
+def _hide_harness() -> None:
+    """The harness's module is not importable by the program (``import __main__``)."""
+    module = sys.modules.pop("__main__", None)
+    if module is not None:
+        _HIDDEN.append(module)
+
+
+_HIDDEN: list = []
+
+
 def _snapshot(names, classes=()):
     snap = {n: (sys.modules[n], {k: v for k, v in vars(sys.modules[n]).items() if k not in _VOLATILE.get(n, ())})
             for n in names if n in sys.modules}
@@ -108,6 +118,7 @@ def _snapshot(names, classes=()):
 
 
 def _check_unchanged(snapshot):
+    """Raise if any attribute captured by ``_snapshot`` was rebound or removed since."""
     for name, (obj, attrs) in snapshot.items():
         live = vars(obj)
         for key, value in attrs.items():
@@ -118,10 +129,12 @@ def _check_unchanged(snapshot):
 _MISSING = object()
 
 
-def _guarded(fn, snapshot):
+def _guarded(fn, snapshot, check=None):
+    check = check or _check_unchanged  # bound now: later changes to module globals do not reach it
+
     def call(*args, **kwargs):
         out = fn(*args, **kwargs)
-        _check_unchanged(snapshot)
+        check(snapshot)
         return out
     return call
 
@@ -206,8 +219,8 @@ def _install_audit_hook(root: str, contained: bool, trusted_pid: int | None):
             return
         if event == "sys._getframe" or event == "sys._getframemodulename":
             deny(event, ValueError)  # stdlib callers (namedtuple, TypeVar) tolerate ValueError
-        if event == "object.__getattr__":
-            deny(event, AttributeError)
+        if event == "object.__getattr__" and args and len(args) > 1 and str(args[1]).endswith("_frame"):
+            deny(event, AttributeError)  # tb_frame, gi_frame, cr_frame, ag_frame: the way to a frame
         if event in blocked:
             deny(event)
         if event == "import" and args and str(args[0]).split(".")[0] in blocked_imports:
@@ -251,7 +264,8 @@ def main() -> None:
             builtins_copy = dict(vars(builtins))
             tests_code = _rewrite_tests(job["tests"])
             candidate_code = compile(job["candidate"], "candidate.py", "exec")
-            snapshot = _snapshot(_WATCHED, _trust_stdlib())
+            snapshot = _snapshot(_WATCHED + ("__main__",), _trust_stdlib())
+            _hide_harness()
             _install_audit_hook(os.getcwd(), contained, trusted_pid=None)
             cand_ns = {"__name__": "__candidate__", "__builtins__": builtins}
             exec(candidate_code, cand_ns)
@@ -266,7 +280,8 @@ def main() -> None:
             import numpy  # noqa: F401  (evalplus compares floats with numpy)
             from evalplus.eval import untrusted_check  # what evalplus.evaluate.check_correctness calls
 
-            snapshot = _snapshot(_WATCHED, _trust_stdlib())
+            snapshot = _snapshot(_WATCHED + ("__main__",), _trust_stdlib())
+            _hide_harness()
             _install_audit_hook(os.getcwd(), contained, trusted_pid=os.getpid())
             problem, expected = job["problem"], job["expected"]
             entry = problem["entry_point"]
@@ -301,17 +316,19 @@ def main() -> None:
     exit_now(0)
 
 
-def _plain_result(fn, namespace, name, snapshot):
+def _plain_result(fn, namespace, name, snapshot, check=None, to_plain=None):
     """The entry point as evalplus calls it; the original stays bound while it runs, so the
     candidate's own recursive calls cost no extra frames."""
+    check, to_plain = check or _check_unchanged, to_plain or plain
+
     def call(*args, **kwargs):
         namespace[name] = fn
         try:
             value = fn(*args, **kwargs)
         finally:
             namespace[name] = call
-        _check_unchanged(snapshot)
-        return plain(value)
+        check(snapshot)
+        return to_plain(value)
     return call
 
 

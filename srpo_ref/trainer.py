@@ -181,12 +181,14 @@ class Trainer:
         self.n_params = sum(p.numel() for p in self.model.parameters())
 
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        warm = max(1, cfg.optim.warmup_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm))
+        # Linear warm-up over training steps from lr 0 at step 0, then constant: verl's
+        # get_constant_schedule_with_warmup, stepped once per training step (not per update).
+        warm = cfg.optim.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, s / warm) if warm > 0 else 1.0)
         self.loss_cfg = losses.LossConfig(
             eps_low=cfg.method.eps_low, eps_high=cfg.method.eps_high, dual_clip=cfg.method.dual_clip,
             is_clip=cfg.method.is_clip, topk=cfg.method.topk, alpha=cfg.method.alpha, add_tail=cfg.method.add_tail,
-            temperature=cfg.rollout.temperature, beta=cfg.beta,
+            temperature=cfg.rollout.temperature, beta=cfg.beta, loss_agg=cfg.method.loss_agg,
         )
 
         self.train_set = self._prepare(tasks.load_task(cfg.data.benchmark, "train", cfg.data.data_dir, cfg.data.tooluse_system))
@@ -199,7 +201,13 @@ class Trainer:
         else:
             self.engine = HFEngine(self.model, self.tokenizer, cfg.rollout.generation_batch_size)
         self.step = 0
-        self.train_seconds = 0.0  # wall-clock of training steps, validation excluded
+        # training consumed so far (validation excluded), in every budget unit
+        self.train_seconds, self.train_flops, self.train_tokens = 0.0, 0.0, 0
+
+    def consumed(self, unit: str) -> float:
+        """Training consumed so far in ``unit`` (run.budget_unit)."""
+        return {"seconds": self.train_seconds, "flops": self.train_flops, "tokens": float(self.train_tokens),
+                "steps": float(self.step)}[unit]
 
     def _prepare(self, examples):
         keep = []
@@ -322,8 +330,14 @@ class Trainer:
         if cfg.rollout.engine == "vllm":
             self.engine.sync_weights(self.model)
 
+        step_lr = self.optimizer.param_groups[0]["lr"]  # the rate this step's updates used
+        self.scheduler.step()  # once per training step
         step_seconds = time.perf_counter() - t_step
         self.train_seconds += step_seconds
+        # FLOPs and tokens summed over ranks: a budget in these units does not depend on world size
+        step_cost = all_sum(torch.tensor([sum(flops.values()), float(sum(tokens.values()))], dtype=torch.float64)).tolist()
+        self.train_flops += step_cost[0]
+        self.train_tokens += int(step_cost[1])
         resp_len = torch.tensor([len(r) for r in responses], dtype=torch.float)
         n = len(samples)
         sums = all_sum(torch.tensor([
@@ -343,6 +357,8 @@ class Trainer:
         rec = {
             "step": step + 1,
             "wall_seconds": round(self.train_seconds, 4),
+            "cum_flops": self.train_flops,
+            "cum_tokens": self.train_tokens,
             "reward_mean": sums[0] / sums[2],
             "accuracy": sums[1] / sums[2],
             "frac_sdpo": sums[3] / sums[2],
@@ -360,7 +376,7 @@ class Trainer:
             "loss_sdpo": m_sum.get("sdpo_loss_sum", 0.0) / tok_count,
             "grad_norm": float(sum(grad_norms) / len(grad_norms)),
             "grads_finite": finite,
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": step_lr,
             "updates": n_updates,
             "seconds": {**{p: round(v, 5) for p, v in timer.seconds.items()}, "step": round(step_seconds, 5)},
             "tokens": tokens,
@@ -389,6 +405,7 @@ class Trainer:
         cfg, mb = self.cfg, self.cfg.optim.micro_batch_size
         pad = self.tokenizer.pad_token_id
         n_tokens = all_sum(torch.tensor(float(sum(len(responses[i]) for i in rows.tolist())), dtype=torch.float64)).item()
+        n_sequences = all_sum(torch.tensor(float(len(rows)), dtype=torch.float64)).item()
         sdpo_rows = rows[routing.sdpo_coef[rows] > 0]
         grpo_rows = rows[(routing.sdpo_coef[rows] == 0) & (routing.grpo_coef[rows] > 0)]
         metrics: dict[str, float] = {}
@@ -419,7 +436,7 @@ class Trainer:
                         logp=logp, logp_old=logp_old, advantages=advantages[idx].to(self.device), mask=b.mask,
                         routing=_to(sub, self.device), num_tokens=n_tokens, cfg=self.loss_cfg,
                         student_logits=logits if with_teacher else None, teacher_logits=teacher_logits,
-                        weight_normalizer=1.0 if with_teacher else None, logp_rollout=lp_roll,
+                        weight_normalizer=1.0 if with_teacher else None, logp_rollout=lp_roll, num_sequences=n_sequences,
                     )
                     (loss * world()).backward()  # gradients are summed over ranks below
                 n_st = int(b.attn.sum())
@@ -454,7 +471,6 @@ class Trainer:
             finite = bool(torch.isfinite(grad_norm))
             if finite:
                 self.optimizer.step()
-            self.scheduler.step()
         metrics["tokens_count"] = n_tokens / world()  # each rank reports its share; summed later
         return {"metrics": metrics, "grad_norm": float(grad_norm), "finite": finite}
 
@@ -471,7 +487,8 @@ class Trainer:
         trunc = [s.finish_reason == "length" for g in groups for s in g]
         s = all_sum(torch.tensor([sum(map(sum, scores)), sum(len(x) for x in scores), len(scores),
                                   sum(any(v >= cfg.method.success_threshold for v in sc) for sc in scores), sum(lengths), sum(trunc)], dtype=torch.float64)).tolist()
-        return {"step": self.step, "wall_seconds": round(self.train_seconds, 4), "avg_at_k": s[0] / s[1], "k": cfg.eval.k,
+        return {"step": self.step, "wall_seconds": round(self.train_seconds, 4), "cum_flops": self.train_flops,
+                "cum_tokens": self.train_tokens, "avg_at_k": s[0] / s[1], "k": cfg.eval.k,
                 "pass_at_k": s[3] / s[2], "n_questions": int(s[2]), "response_length_mean": s[4] / s[1], "truncation_rate": s[5] / s[1]}
 
     # ------------------------------------------------------------------ checkpoints
@@ -485,13 +502,16 @@ class Trainer:
             tmp.mkdir(parents=True)
             self.model.save_pretrained(tmp / "model")
             self.tokenizer.save_pretrained(tmp / "model")
-            state = {"step": self.step, "train_seconds": self.train_seconds, "optimizer": self.optimizer.state_dict(),
+            state = {"step": self.step, "train_seconds": self.train_seconds, "train_flops": self.train_flops,
+                     "train_tokens": self.train_tokens, "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict(),
                      "teacher": None if self.teacher is None else self.teacher.state_dict()}
             torch.save(state, tmp / "trainer_state.pt")
             (tmp / "COMPLETE").write_text(str(self.step))
+            _fsync_tree(tmp)  # the rename below must never expose a checkpoint still in the page cache
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
+            _fsync_dir(ckdir)
             done = sorted(p for p in ckdir.glob("step_*") if (p / "COMPLETE").exists())
             for old in done[: -self.cfg.run.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -514,6 +534,7 @@ class Trainer:
         if self.teacher is not None and state["teacher"] is not None:
             self.teacher.load_state_dict(state["teacher"])
         self.step, self.train_seconds = state["step"], state["train_seconds"]
+        self.train_flops, self.train_tokens = state.get("train_flops", 0.0), state.get("train_tokens", 0)
         if self.cfg.rollout.engine == "vllm":
             self.engine.sync_weights(self.model)
 
@@ -542,12 +563,46 @@ def _to(r: losses.Routing, device) -> losses.Routing:
     return losses.Routing(**{k: getattr(r, k).to(device) for k in r.__dataclass_fields__})
 
 
-def _truncate_jsonl(path: Path, max_step: int) -> None:
-    """Drop records past ``max_step`` (written after the checkpoint a resumed run starts from)."""
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            with open(p, "rb+") as f:
+                os.fsync(f.fileno())
+    for d in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        _fsync_dir(d)
+
+
+def _read_records(path: Path) -> list[dict]:
+    """The JSON lines of ``path``; a torn line (a kill while it was written) is dropped."""
     if not path.exists():
-        return
-    keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= max_step]
-    path.write_text("".join(l + "\n" for l in keep))
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            print(f"srpo-train: dropping a torn line in {path}", file=sys.stderr)
+    return out
+
+
+def _truncate_jsonl(path: Path, max_step: int) -> list[dict]:
+    """Keep the records up to ``max_step`` (those past it were written after the checkpoint a
+    resumed run starts from) and no torn line; returns the kept records."""
+    if not path.exists():
+        return []
+    keep = [r for r in _read_records(path) if isinstance(r, dict) and r.get("step", math.inf) <= max_step]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    os.replace(tmp, path)
+    return keep
 
 
 def provenance() -> dict:
@@ -582,9 +637,10 @@ def train(cfg: TrainConfig) -> Path:
     ckpt = trainer.latest_checkpoint()
     if ckpt is not None:
         trainer.load(ckpt)
+    kept_val: list[dict] = []
     if rank() == 0:
         _truncate_jsonl(steps_path, trainer.step)
-        _truncate_jsonl(val_path, trainer.step)
+        kept_val = _truncate_jsonl(val_path, trainer.step)
         (out / "config.yaml").write_text(__import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False))
         (out / "provenance.json").write_text(json.dumps({**provenance(), "resumed_from_step": trainer.step, "world_size": world(),
                                                          "n_params": trainer.n_params}, indent=2))
@@ -605,16 +661,30 @@ def train(cfg: TrainConfig) -> Path:
                 writer.add_scalar("val/avg_at_k", v["avg_at_k"], v["step"])
         return v
 
-    if trainer.step == 0 and cfg.eval.at_start and cfg.eval.val_every > 0:
+    # step-0 validation once, even when a run killed before its first checkpoint is restarted
+    has_start = all_sum(torch.tensor(float(any(v.get("step") == 0 for v in kept_val)))).item() > 0
+    if trainer.step == 0 and cfg.eval.at_start and cfg.eval.val_every > 0 and not has_start:
         log_val()
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.run.max_steps, initial=trainer.step, desc=f"{cfg.method.name}:{cfg.data.benchmark}", unit="step",
                disable=not cfg.run.progress or rank() != 0, mininterval=1 if sys.stderr.isatty() else 30)
+    last_cost = [0.0]  # what the previous step consumed, in the budget's unit
+
+    def budget_spent() -> bool:
+        """The budget is spent, or the next step (costing about what the last one did) would
+        overrun it: a run ends inside its budget, so its last validation counts in that window."""
+        if cfg.run.budget is None:
+            return False
+        used = trainer.consumed(cfg.run.budget_unit)
+        return used >= cfg.run.budget or used + last_cost[0] > cfg.run.budget * (1 + 1e-9)
+
     while trainer.step < cfg.run.max_steps:
-        if cfg.run.time_budget_s is not None and trainer.train_seconds >= cfg.run.time_budget_s:
+        if budget_spent():
             break
+        before = trainer.consumed(cfg.run.budget_unit)
         rec = trainer.train_step()
+        last_cost[0] = trainer.consumed(cfg.run.budget_unit) - before
         if rank() == 0:
             with steps_path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -623,7 +693,7 @@ def train(cfg: TrainConfig) -> Path:
                     writer.add_scalar(f"train/{k}", rec[k], rec["step"])
         bar.update(1)
         bar.set_postfix(reward=f"{rec['reward_mean']:.3f}", sdpo=f"{rec['frac_sdpo']:.2f}", s_per_step=f"{rec['seconds']['step']:.2f}", refresh=False)
-        last = trainer.step >= cfg.run.max_steps or (cfg.run.time_budget_s is not None and trainer.train_seconds >= cfg.run.time_budget_s)
+        last = trainer.step >= cfg.run.max_steps or budget_spent()
         if cfg.eval.val_every > 0 and (trainer.step % cfg.eval.val_every == 0 or last):
             log_val()
         if cfg.run.save_every > 0 and (trainer.step % cfg.run.save_every == 0 or last):
@@ -633,7 +703,8 @@ def train(cfg: TrainConfig) -> Path:
         final = out / "final"
         trainer.model.save_pretrained(final)
         trainer.tokenizer.save_pretrained(final)
-        (out / "DONE").write_text(json.dumps({"steps": trainer.step, "train_seconds": trainer.train_seconds}))
+        (out / "DONE").write_text(json.dumps({"steps": trainer.step, "train_seconds": trainer.train_seconds,
+                                              "train_flops": trainer.train_flops, "train_tokens": trainer.train_tokens}))
     if writer:
         writer.close()
     return out
@@ -646,12 +717,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     try:
         cfg = load_config(a.config, a.overrides)
-    except (ConfigError, tasks.DataNotFound) as e:
+    except (ConfigError, tasks.DataNotFound, tasks.DataError) as e:
         print(f"srpo-train: error: {e}", file=sys.stderr)
         return 2
     try:
         train(cfg)
-    except tasks.DataNotFound as e:
+    except (ConfigError, tasks.DataNotFound, tasks.DataError) as e:
         print(f"srpo-train: error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -19,18 +19,9 @@ pytestmark = pytest.mark.skipif(not DATA_DIR.exists(), reason=f"benchmark mirror
 
 @pytest.mark.parametrize("name", [*tasks.PAPER_BENCHMARKS, *tasks.MATHCODE_BENCHMARKS])
 def test_every_test_row_grades_gold_one_and_wrong_zero(name):
-    examples = tasks.load_task(name, "test", DATA_DIR)
-
-    def check(ex):
-        good, wrong = tasks.reference_responses(ex)
-        return ex.id, ex.score(good), ex.score(wrong)
-
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(check, examples))
-    bad_gold = [i for i, g, _ in results if g != 1.0]
-    bad_wrong = [i for i, _, w in results if w != 0.0]
-    assert not bad_gold, f"{len(bad_gold)} gold answers did not score 1: {bad_gold[:5]}"
-    assert not bad_wrong, f"{len(bad_wrong)} wrong answers did not score 0: {bad_wrong[:5]}"
+    """Under both grader modes (upstream's known unscorable golds must score exactly 0)."""
+    check = tasks.grader_self_check(name, DATA_DIR, threads=2)
+    assert check["ok"], {g: v["failures"][:5] for g, v in check["by_grader"].items()}
 
 
 def test_row_counts_and_missing_data_message(tmp_path):
@@ -38,7 +29,7 @@ def test_row_counts_and_missing_data_message(tmp_path):
     with pytest.raises(tasks.DataNotFound, match=r"looked in .*sciknoweval/physics/test.json"):
         tasks.load_task("physics", "test", tmp_path)
     (tmp_path / "sciknoweval" / "physics").mkdir(parents=True)
-    (tmp_path / "sciknoweval" / "physics" / "test.json").write_text('{"idx": 1}\n')
+    (tmp_path / "sciknoweval" / "physics" / "test.json").write_text('{"idx": 1, "system": "s", "prompt": "p", "answer": "A"}\n')
     with pytest.raises(ValueError, match="expected 80 rows, found 1"):
         tasks.load_task("physics", "test", tmp_path)
 
@@ -83,28 +74,91 @@ def test_hf_eval_writes_samples_and_provenance(tiny_base, tmp_path):
     assert "average_avg_at_k" in json.loads((tmp_path / "summary.json").read_text())
 
 
-def test_evalplus_plus_tests_through_override_path(tmp_path):
-    """HumanEval+ through evalplus, with an override file built from the local HumanEval and
-    hand-written plus inputs for HumanEval/0 (the real HumanEval+ release is not reachable here)."""
-    rows = [json.loads(l) for l in gzip.open(DATA_DIR / "code" / "HumanEval.jsonl.gz", "rt")]
-    plus_inputs = {"HumanEval/0": [[[1.0, 2.0, 3.0], 0.5], [[1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3], [[0.0, 0.05], 0.1]]}
-    path = tmp_path / "HumanEvalPlus.jsonl"
-    with path.open("w") as f:
-        for r in rows:
-            f.write(json.dumps({**r, "contract": "", "base_input": [], "plus_input": plus_inputs.get(r["task_id"], []), "atol": 0}) + "\n")
+def _evalplus_files(tmp_path):
+    """Locally built evalplus-format files (the real HumanEval+/MBPP+ releases are not reachable
+    here) whose inputs hold bool, None, inf, floats with a tolerance, tuples, sets and complex
+    numbers; MBPP+ ids 2, 115 and 124 are the ones evalplus deserialises into tuples, sets and
+    complex numbers."""
+    he = [
+        {"task_id": "HumanEval/0", "entry_point": "flags", "prompt": "def flags(x, y):\n    \"\"\"Flags.\"\"\"\n",
+         "canonical_solution": "    return [x is None, bool(y), x]\n", "contract": "", "atol": 0,
+         "base_input": [[None, True], [1.5, False]], "plus_input": [[float("inf"), True], [None, None], [-1e308, 0]]},
+        {"task_id": "HumanEval/1", "entry_point": "halve", "prompt": "def halve(x):\n    \"\"\"x / 2.\"\"\"\n",
+         "canonical_solution": "    return x / 2\n", "contract": "", "atol": 1e-6,
+         "base_input": [[1], [3]], "plus_input": [[float("-inf")], [1e-9], [7]]},
+    ]
+    mbpp = [
+        {"task_id": "Mbpp/2", "entry_point": "similar_elements", "prompt": "\"\"\"Shared elements of two tuples.\"\"\"\n",
+         "canonical_solution": "def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b)))\n", "contract": "", "atol": 0,
+         "base_input": [[[3, 4, 5, 6], [5, 7, 4, 10]]], "plus_input": [[[1, 2], [3]], [[True, 2], [1, 2]]]},
+        {"task_id": "Mbpp/115", "entry_point": "empty_dit", "prompt": "\"\"\"Are all sets empty?\"\"\"\n",
+         "canonical_solution": "def empty_dit(list1):\n    return all(not d for d in list1)\n", "contract": "", "atol": 0,
+         "base_input": [[[[], [], []]]], "plus_input": [[[[1, 2], []]], [[[3]]]]},
+        {"task_id": "Mbpp/124", "entry_point": "angle_complex", "prompt": "\"\"\"Angle of a complex number.\"\"\"\n",
+         "canonical_solution": "import cmath\ndef angle_complex(a, b):\n    return cmath.phase(a + b)\n", "contract": "", "atol": 0,
+         "base_input": [["0", "1j"]], "plus_input": [["2", "1j"], ["0", "2j"]]},
+    ]
+    paths = {}
+    for name, rows in (("humaneval", he), ("mbpp", mbpp)):
+        paths[name] = tmp_path / f"{name}_plus.jsonl"
+        paths[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return paths
+
+
+def test_evalplus_grades_plus_tests_with_its_own_checks(tmp_path):
+    paths = _evalplus_files(tmp_path)
     script = (
-        "import json, sys\n"
-        "from evals.run import evalplus_tests\n"
-        "from srpo_ref.rewards import code_reward\n"
-        "tests = evalplus_tests('humaneval')\n"
-        "good = open(sys.argv[1]).read()\n"
-        "wrong = good.replace('if distance < threshold', 'if distance <= threshold * 0')\n"
-        "print(json.dumps([len(tests), code_reward(good, tests['HumanEval/0']), code_reward(wrong, tests['HumanEval/0'])]))\n"
+        "import json\n"
+        "from evals.run import load_examples, EvalSettings\n"
+        "from srpo_ref import tasks\n"
+        "out = {}\n"
+        "for name in ('humaneval', 'mbpp'):\n"
+        "    examples, used = load_examples(name, EvalSettings())\n"
+        "    for ex in examples:\n"
+        "        good, wrong = tasks.reference_responses(ex)\n"
+        "        entry = ex.meta['entry_point']\n"
+        "        eq = f'```python\\nclass _E:\\n    def __eq__(s, o):\\n        return True\\ndef {entry}(*a):\\n    return _E()\\n```'\n"
+        "        out[ex.id] = [used, ex.score(good), ex.score(wrong), ex.score(eq)]\n"
+        "print(json.dumps(out))\n"
     )
-    sol = tmp_path / "sol.py"
-    sol.write_text(rows[0]["prompt"] + rows[0]["canonical_solution"])
-    env = {**os.environ, "HUMANEVAL_OVERRIDE_PATH": str(path)}
-    out = subprocess.run([sys.executable, "-c", script, str(sol)], env=env, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "HUMANEVAL_OVERRIDE_PATH": str(paths["humaneval"]), "MBPP_OVERRIDE_PATH": str(paths["mbpp"]),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    n, good, wrong = json.loads(out.stdout.strip().splitlines()[-1])
-    assert n == 164 and good == 1.0 and wrong == 0.0
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(results) == {"HumanEval/0", "HumanEval/1", "mbpp-2", "mbpp-115", "mbpp-124"}
+    for task_id, (used, good, wrong, always_equal) in results.items():
+        assert used == "plus", task_id
+        assert (good, wrong, always_equal) == (1.0, 0.0, 0.0), task_id
+
+
+def test_cli_rejects_bad_flags_before_writing(tmp_path, tiny_base):
+    from evals.cli import main
+
+    base = ["--model", str(tiny_base), "--suite", "tiny", "--backend", "hf"]
+    for extra in (["--k", "0"], ["--limit", "-1"], ["--max-new-tokens", "0"], ["--top-p", "0"], ["--max-model-len", "8"],
+                  ["--tooluse-system", "nope"]):
+        out = tmp_path / "_".join(extra).strip("-")
+        assert main(base + extra + ["--out", str(out)]) == 2, extra
+        assert not out.exists(), extra
+
+
+def test_rows_missing_a_field_name_the_file_and_row(tmp_path):
+    folder = tmp_path / "sciknoweval" / "physics"
+    folder.mkdir(parents=True)
+    (folder / "test.json").write_text('{"idx": 1, "system": "s", "prompt": "p", "answer": "A"}\n{"idx": 2, "prompt": "p"}\n')
+    with pytest.raises(ValueError, match=r"physics/test.json: row 2 has no field 'system', 'answer'"):
+        tasks.load_task("physics", "test", tmp_path)
+    (folder / "test.json").write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        tasks.load_task("physics", "test", tmp_path)
+
+
+def test_unreachable_upstream_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(tasks, "SDPO_REPO_RAW", "http://127.0.0.1:9/none")
+    monkeypatch.setenv("SRPO_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(tasks.DataNotFound, match="could not be fetched"):
+        tasks.load_task("physics", "test", tmp_path)
+    assert not list((tmp_path / "cache").rglob("*.json"))

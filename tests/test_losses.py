@@ -18,6 +18,7 @@ from srpo_ref.losses import (
     srpo_objective,
     teacher_entropy,
     token_logprobs,
+    truncated_is_weight,
 )
 
 
@@ -295,3 +296,64 @@ def test_microbatch_split_matches_whole_batch(method):
     (g_split,) = torch.autograd.grad(split, student_logits)
     assert abs(whole.item() - split.item()) < 1e-6
     assert torch.allclose(g_whole, g_split, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- upstream parity details
+
+
+def test_seq_mean_token_mean_against_hand_computation():
+    """(1/S) sum_i (1/|y_i|) sum_t l_it, with the GRPO loss on-policy: l = -A per token."""
+    logp = torch.zeros(2, 3, requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    adv = torch.tensor([1.0, -2.0])
+    routing = route_samples(torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), "grpo")
+    cfg = LossConfig(loss_agg="seq_mean_token_mean")
+    loss, _ = srpo_objective(logp=logp, logp_old=logp.detach(), advantages=adv, mask=mask, routing=routing,
+                             num_tokens=4.0, num_sequences=2.0, cfg=cfg)
+    # sequence 1: three tokens of -1 -> mean -1; sequence 2: one token of +2 -> mean 2
+    assert loss.item() == pytest.approx((-1.0 + 2.0) / 2)
+    token_mean, _ = srpo_objective(logp=logp, logp_old=logp.detach(), advantages=adv, mask=mask, routing=routing,
+                                   num_tokens=4.0, cfg=LossConfig())
+    assert token_mean.item() == pytest.approx((-3.0 + 2.0) / 4)
+    with pytest.raises(ValueError, match="num_sequences"):
+        srpo_objective(logp=logp, logp_old=logp.detach(), advantages=adv, mask=mask, routing=routing, num_tokens=4.0, cfg=cfg)
+
+
+def test_tail_bucket_keeps_its_digits_when_topk_holds_almost_all_mass():
+    """The tail is logsumexp(logits outside the top-K) - logsumexp(logits): exact where
+    log(1 - sum p_topk) in fp32 would round to log(0)."""
+    V = 50
+    logits = torch.full((1, 1, V), -30.0)
+    logits[..., 0] = 0.0  # p(top-1) = 1 - 49 e^-30, the tail is 49 e^-30 ~ 4.6e-12
+    student = logits.clone()
+    exact_tail_s = math.log(49) - 30.0
+    # the tail as distillation_loss computes it
+    from srpo_ref.losses import TAIL_FLOOR
+
+    s_logp = torch.log_softmax(student, -1)
+    ids = s_logp.topk(1, -1).indices
+    tail = torch.logsumexp(s_logp.scatter(-1, ids, -math.inf), -1).item()
+    assert tail == pytest.approx(exact_tail_s, abs=1e-4)
+    naive = torch.log((1 - s_logp.gather(-1, ids).exp().sum(-1)).clamp(min=TAIL_FLOOR)).item()
+    assert abs(naive - exact_tail_s) > 1.0  # the old formula lost it (floored)
+    # In the loss: tails of 1e-7 (student) and 1e-5 (teacher) beside one dominant token, where
+    # 1 - sum p in fp32 is off by ~20% for the student; the divergence must match a float64
+    # computation on the exact two-bucket distributions.
+    def two_bucket_logits(tail):
+        x = torch.full((1, 1, V), math.log(tail / (V - 1)))
+        x[..., 0] = math.log1p(-tail)
+        return x
+
+    loss = distillation_loss(two_bucket_logits(1e-7), two_bucket_logits(1e-5), topk=1, alpha=0.5, add_tail=True).item()
+    exact = generalized_jsd(torch.tensor([[math.log1p(-1e-7), math.log(1e-7)]], dtype=torch.float64),
+                            torch.tensor([[math.log1p(-1e-5), math.log(1e-5)]], dtype=torch.float64), 0.5).item()
+    assert loss == pytest.approx(exact, rel=0.05)
+
+
+def test_log_ratio_is_clamped_before_exp():
+    logp = torch.tensor([[100.0]])
+    old = torch.tensor([[0.0]])
+    assert torch.isfinite(truncated_is_weight(logp, old, cap=1e30)).all()
+    assert truncated_is_weight(logp, old, cap=1e30).item() == pytest.approx(math.exp(20.0), rel=1e-5)
+    loss = policy_gradient_loss(logp, old, torch.tensor([-1.0]), dual_clip=None)
+    assert torch.isfinite(loss).all()

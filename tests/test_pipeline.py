@@ -37,18 +37,23 @@ def ci_run():
 def test_reduced_profile_end_to_end(ci_run):
     report = (ci_run / "report.md").read_text()
     assert "## Table 1" in report and "## Compute cost per step" in report and "## Provenance" in report
+    assert "Paired wall-clock benchmark" in report and "training steps" in report  # the ci profile's budget unit
+    verdicts = re.findall(r"^\| [^|]+ \| (reproduced|contradicted|inconclusive \(\d+ (?:seeds|runs)\)|n/a) \|", report, re.MULTILINE)
+    assert len(verdicts) >= 8, report
     t1 = pd.read_csv(ci_run / "tables" / "table1.csv")
     assert {"grpo", "sdpo", "srpo", "base"} <= set(t1["method"])
     assert t1[t1["method"] != "base"]["seeds"].max() == 2
     cost = pd.read_csv(ci_run / "tables" / "cost.csv")
-    assert (cost["s_per_step"] > 0).all() and set(cost["method"]) >= {"grpo", "sdpo", "srpo", "srpo_no_dw"}
+    assert (cost["s_per_step"] > 0).all() and (cost["flops_per_step"] > 0).all()
+    assert set(cost["method"]) >= {"grpo", "sdpo", "srpo", "srpo_no_dw"}
     assert (cost[cost["method"] == "grpo"]["tokens_teacher_forward"] == 0).all()
     assert pd.read_csv(ci_run / "tables" / "table2.csv")["variant"].tolist()
-    for name in ("accuracy_vs_time_tiny", "response_length", "seconds_per_step", "routing_and_entropy", "cost_phases_tiny"):
+    for name in ("accuracy_vs_cost_tiny", "response_length", "seconds_per_step", "routing_and_entropy", "cost_phases_tiny"):
         for ext in ("png", "pdf"):
             assert (ci_run / "figures" / f"{name}.{ext}").stat().st_size > 1000
     graders = (ci_run / "tables" / "graders.md").read_text()
-    assert "| chemistry | 210 | 210 | 210 |" in graders and "| aime24 | 30 | 30 | 30 |" in graders
+    assert "| chemistry | upstream | 210 | 210 | 210 |" in graders and "| aime24 | strict | 30 | 30 | 30 |" in graders
+    assert "| tooluse | upstream | 68 | 66 | 68 | tooluse-test-4072, tooluse-test-4079 | – |" in graders
     # every rule logs and benchmarks
     assert list((REPO / "work" / "ci" / "benchmarks" / "train").rglob("*.tsv"))
     assert list((REPO / "work" / "ci" / "logs" / "evals").rglob("*.log"))
@@ -74,7 +79,7 @@ def test_dry_run_lists_full_dag(profile, expected):
     jobs = planned_jobs(res.stdout + res.stderr)
     for rule, n in expected.items():
         assert jobs.get(rule) == n, jobs
-    assert jobs.get("report") == 1 and jobs.get("eval_run", 0) > 0
+    assert jobs.get("report") == 1 and jobs.get("eval_run", 0) > 0 and jobs.get("step_cost") == 1
 
 
 def test_lint_is_clean():

@@ -2,12 +2,11 @@
 
 import json
 import os
-import tempfile
 import time
 
 import pytest
 
-from srpo_ref.rewards import code_reward, math_reward, mcq_reward, run_sandboxed, score, tooluse_reward
+from srpo_ref.rewards import code_reward, math_reward, mcq_reward, score, tooluse_reward
 
 GOLD_TOOLS = json.dumps([
     {"Action": "getA", "Action_Input": json.dumps({"x": 1})},
@@ -56,48 +55,86 @@ def test_code_reward_pass_and_fail():
     assert code_reward("this is not code", "assert f(1) == 2") == 0.0
 
 
-
-
-@pytest.mark.parametrize(
-    "program",
-    [
-        "while True:\n    pass",  # loops forever
-        "x = bytearray(8 * 1024 ** 3)",  # exhausts memory
-        "import os\nos.system('sleep 100 &')",  # spawns a process
-        "import subprocess\nsubprocess.Popen(['sleep', '100'])",
-        "import os\nif os.fork() == 0:\n    import time; time.sleep(100)",
-        "import socket\nsocket.create_connection(('127.0.0.1', 9))",  # opens a socket
-        "open('/tmp/srpo_escape_test', 'w').write('x')",  # writes outside its directory
-        "import os\nos.remove('/tmp/srpo_do_not_delete')",
-    ],
-)
-def test_sandbox_escapes_score_zero_and_leave_nothing(program, tmp_path, monkeypatch):
-    sentinel = "/tmp/srpo_do_not_delete"
-    open(sentinel, "w").write("keep")
-    sandbox_root = tmp_path / "sandboxes"  # this test's sandboxes only (others may run in parallel)
-    sandbox_root.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(sandbox_root))
-    t0 = time.time()
-    assert code_reward(f"```python\n{program}\n```", "", timeout_s=3) == 0.0
-    assert time.time() - t0 < 10
-    assert not os.path.exists("/tmp/srpo_escape_test")
-    assert os.path.exists(sentinel)
-    assert not list(sandbox_root.iterdir())  # the throwaway directory is gone
-    assert os.system("pgrep -f 'slee[p] 100' > /dev/null") != 0
-
-
-def test_sandbox_allows_harmless_imports_of_network_modules():
-    # ssl subclasses socket.socket: blocking sockets must not break importing it
-    assert code_reward("```python\nimport urllib.request, ssl, http.client\ndef f():\n    return 1\n```", "assert f() == 1") == 1.0
-    assert code_reward("```python\nimport urllib.request\nurllib.request.urlopen('http://127.0.0.1:9', timeout=2)\n```", "") == 0.0
-
-
-def test_timeout_kills_whole_process_group():
-    res = run_sandboxed("import time\ntime.sleep(60)", timeout_s=1)
-    assert res.status == "timeout" and not res.passed
+def test_code_reward_accepts_what_real_solutions_return():
+    # Counters, tuples of floats, sets, None, recursion, sys.setrecursionlimit, namedtuple and
+    # dataclasses in the program (they use sys._getframe internally) must all still pass.
+    program = (
+        "import sys, collections, dataclasses\nsys.setrecursionlimit(5000)\n"
+        "P = collections.namedtuple('P', 'x y')\n@dataclasses.dataclass\nclass Box:\n    v: int\n"
+        "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n"
+        "def count(xs):\n    return collections.Counter(xs)\n"
+        "def pair(a):\n    return (a / 2, None, {a})\n"
+    )
+    tests = ("assert fib(15) == 610\nassert count('abca') == {'a': 2, 'b': 1, 'c': 1}\n"
+             "assert pair(3) == (1.5, None, {3})\nassert P(1, 2).x == 1 and Box(3).v == 3\n")
+    assert code_reward(f"```python\n{program}```", tests) == 1.0
 
 
 def test_score_dispatch_never_raises_on_bad_gold():
     assert score("tooluse", "Action: a", "not json") == 0.0
+    assert score("mcq", None, "A") == 0.0
     with pytest.raises(ValueError, match="unknown reward kind"):
         score("essay", "x", "y")
+    with pytest.raises(ValueError, match="unknown grader"):
+        score("mcq", "x", "A", grader="lenient")
+
+
+# ----------------------------------------------------------------------------- math: hostile answers
+
+HOSTILE_MATH = [
+    "\\boxed{9^{9^{9^{9}}}}",  # sympy evaluates a tower: holds the GIL for minutes
+    "\\boxed{10^{10^{10^{10}}}-1}",
+    "\\boxed{" + "{" * 400 + "1" + "}" * 400 + "}",  # brace bomb
+    "\\boxed{" + "\\frac{1}{" * 150 + "2" + "}" * 150 + "}",
+    "\\boxed{" + "x^" * 300 + "2}",
+    "\\boxed{(" * 200 + "1" + ")}" * 200,
+    "2+2 = 4. Next, we need",  # never boxed: the last number in the text is not an answer
+    "The answer is 4",
+    "\\boxed{4",  # never closed
+    "\\boxed{}",
+    "\\boxed{" + "9" * 5000 + "}",
+]
+
+
+@pytest.mark.parametrize("response", HOSTILE_MATH)
+def test_hostile_math_scores_zero_fast_and_leaves_no_cpu_burning(response):
+    t0 = time.time()
+    assert math_reward(response, "4") == 0.0
+    assert time.time() - t0 < 5.0
+    # Nothing keeps computing: within a few seconds every math worker is idle (sleeping on
+    # stdin). A replacement worker may still be importing math-verify for a moment.
+    deadline = time.time() + 8
+    while True:
+        busy = _running_math_workers()
+        if not busy or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert not busy, f"math workers still running after the call: {busy}"
+
+
+def _running_math_workers() -> list[str]:
+    busy = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+                state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if b"srpo_ref.math_worker" in cmd and state == "R":
+                busy.append(pid)
+    return busy
+
+
+def test_math_boxed_extraction_and_units():
+    assert math_reward("so \\boxed{50\\%}", "50") == 1.0
+    assert math_reward("\\boxed{50\\%}", "50\\%") == 1.0
+    assert math_reward("\\boxed{1} and later \\boxed{4}", "4") == 1.0  # the last box counts
+    assert math_reward("\\boxed{4} and later \\boxed{1}", "4") == 0.0
+    assert math_reward("\\boxed{\\frac{1}{2}}", "\\frac12") == 1.0  # nested braces
+    assert math_reward("\\boxed{4}", "\\boxed{4}") == 1.0  # a boxed gold
+
+
+def test_math_worker_recovers_after_a_timeout():
+    assert math_reward("\\boxed{9^{9^{9^{9}}}}", "3") == 0.0
+    assert math_reward("\\boxed{7}", "7") == 1.0

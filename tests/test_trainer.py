@@ -146,3 +146,41 @@ def test_two_ranks_match_one_process(tiny_base, tmp_path, method):
     for name, p in single["params"].items():
         torch.testing.assert_close(p, double["params"][name], atol=1e-5, rtol=0)
     assert single["rec"]["grad_norm"] > 0  # an update really happened
+
+
+def test_scheduler_steps_once_per_training_step(tiny_base, tmp_path):
+    """verl's constant schedule with warm-up: lr 0 at step 0, s / warmup_steps, then constant,
+    stepped once per training step whatever the number of updates in it (GRPO: 2 here)."""
+    cfg = tiny_cfg(tiny_base, tmp_path / "lr", "method.name=grpo", "optim.mini_batch_prompts=2", "optim.warmup_steps=3",
+                   "run.max_steps=5", "eval.val_every=0")
+    out = train(cfg)
+    recs = [json.loads(l) for l in (out / "steps.jsonl").read_text().splitlines()]
+    assert [r["updates"] for r in recs] == [2] * 5
+    assert [r["lr"] for r in recs] == pytest.approx([0.0, 1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3])
+
+
+@pytest.mark.parametrize("unit, budget", [("steps", 2), ("tokens", 1), ("flops", 1.0)])
+def test_budget_in_a_deterministic_unit_stops_the_run(tiny_base, tmp_path, unit, budget):
+    out = train(tiny_cfg(tiny_base, tmp_path / unit, "run.max_steps=6", "eval.val_every=0", f"run.budget={budget}",
+                         f"run.budget_unit={unit}"))
+    recs = [json.loads(l) for l in (out / "steps.jsonl").read_text().splitlines()]
+    assert len(recs) == (2 if unit == "steps" else 1)  # a budget of one token / one FLOP ends after the first step
+    assert recs[-1]["cum_flops"] == pytest.approx(sum(sum(r["flops"].values()) for r in recs))
+    assert recs[-1]["cum_tokens"] == sum(sum(r["tokens"].values()) for r in recs)
+    assert json.loads((out / "DONE").read_text())["train_flops"] == pytest.approx(recs[-1]["cum_flops"])
+
+
+def test_resume_keeps_one_step0_validation_and_drops_a_torn_line(tiny_base, tmp_path):
+    out = tmp_path / "torn"
+    train(tiny_cfg(tiny_base, out, "run.max_steps=1", "run.save_every=0"))
+    # simulate a kill before the first checkpoint: no checkpoint, a step-0 validation, a torn line
+    import shutil
+
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / "DONE").unlink()
+    with (out / "steps.jsonl").open("a") as f:
+        f.write('{"step": 2, "reward_me')
+    train(tiny_cfg(tiny_base, out, "run.max_steps=2"))
+    val = [json.loads(l) for l in (out / "val.jsonl").read_text().splitlines()]
+    assert [v["step"] for v in val].count(0) == 1
+    assert [json.loads(l)["step"] for l in (out / "steps.jsonl").read_text().splitlines()] == [1, 2]

@@ -25,10 +25,9 @@ for _name in tasks.TASKS:
     globals()[f"load_{_name}"] = partial(_load, _name)
 
 
-def doc_to_text(doc):
-    """One user turn holding the task's system instructions and the question."""
-    return f"{doc['system']}\n\n{doc['user']}" if doc["system"] else doc["user"]
-
-
 def process_results(doc, results):
-    return {"acc": rewards.score(doc["kind"], results[0], json.loads(doc["gold"]))}
+    """avg@k: the mean reward over the question's samples (``results[0]`` holds all ``repeats``
+    samples under the template's ``take_first_k`` filter; a single string is one sample)."""
+    samples = results[0] if isinstance(results[0], list) else [results[0]]
+    gold = json.loads(doc["gold"])
+    return {"acc": sum(rewards.score(doc["kind"], s, gold) for s in samples) / len(samples)}

@@ -69,14 +69,15 @@ def eval_files(model=None, benchmark=None):
 
 
 def train_args(wc):
-    max_budget = max(b["seconds"] for b in config["budgets"])
+    max_budget = max(b["value"] for b in config["budgets"])
     args = [
         f"model.path={model_path(wc.model)}",
         f"data.benchmark={wc.benchmark}",
         f"method.name={wc.method}",
         f"run.seed={wc.seed}",
         f"run.out_dir={run_dir(wc.model, wc.benchmark, wc.method, wc.seed)}",
-        f"run.time_budget_s={max_budget}",
+        f"run.budget={max_budget}",
+        f"run.budget_unit={config.get('budget_unit', 'seconds')}",
         "run.progress=false",
         f"data.data_dir={DATA_DIR}",
     ]
@@ -93,4 +94,21 @@ def eval_args():
         args.append(f"--limit {e['limit']}")
     if e.get("max_model_len"):
         args.append(f"--max-model-len {e['max_model_len']}")
+    args.append(f"--grader {e.get('grader', 'upstream')} --tooluse-system {e.get('tooluse_system', 'none')}")
     return " ".join(args)
+
+
+STEP_COST = config.get("step_cost", {})
+STEP_COST_MODEL = next(iter(config["models"]))
+
+
+def step_cost_args(wc):
+    """benchmarks/step_cost.py with the training jobs' config, overrides and per-method overrides."""
+    args = [f"--model {model_path(STEP_COST_MODEL)}", f"--config {TRAIN['config']}",
+            f"--benchmark {STEP_COST.get('benchmark', TRAIN['benchmarks'][0])}", f"--rounds {STEP_COST.get('rounds', 6)}",
+            f"--methods {' '.join(TRAIN['methods'])}", "--no-default-method-overrides"]
+    for m, overrides in TRAIN.get("method_overrides", {}).items():
+        if m in TRAIN["methods"]:
+            args += [f"--method-override '{m}:{o}'" for o in overrides]
+    extra = [o for o in TRAIN.get("overrides", []) if not o.startswith("run.")] + [f"data.data_dir={DATA_DIR}", "run.threads=1"]
+    return " ".join(args + [f"'{o}'" for o in extra])

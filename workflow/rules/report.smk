@@ -1,11 +1,32 @@
 # Cost accounting, tables, figures and the report, all from the runs' and evaluations' records.
 
 
+rule step_cost:
+    """The paired wall-clock benchmark (benchmarks/step_cost.py): the methods' steps interleaved in
+    one process, alone on the machine as far as Snakemake is concerned (it takes every core)."""
+    conda:
+        ENV_FILE
+    input:
+        model=lambda wc: model_input(STEP_COST_MODEL),
+    output:
+        f"{WORK}/step_cost.json",
+    log:
+        f"{WORK}/logs/report/step_cost.log",
+    benchmark:
+        f"{WORK}/benchmarks/report/step_cost.tsv"
+    threads: workflow.cores
+    params:
+        args=step_cost_args,
+    shell:
+        "OMP_NUM_THREADS=1 python benchmarks/step_cost.py {params.args} --out {output} > {log} 2>&1"
+
+
 rule cost:
     conda:
         ENV_FILE
     input:
-        run_done_files(),
+        runs=run_done_files(),
+        paired=[f"{WORK}/step_cost.json"] if STEP_COST.get("enabled", True) else [],
     output:
         csv=f"{RESULTS}/tables/cost.csv",
         md=f"{RESULTS}/tables/cost.md",

@@ -18,5 +18,6 @@ methods = cfg["train"]["methods"] + cfg["train"].get("ablations", [])
 main = cfg["train"]["benchmarks"]
 written = report.figures(steps[steps["benchmark"].isin(main)] if not steps.empty else steps,
                          val[val["benchmark"].isin(main)] if not val.empty else val,
-                         cost, methods, Path(snakemake.output[0]), cfg.get("report", {}).get("time_unit", "s"))
+                         cost, methods, Path(snakemake.output[0]), cfg.get("report", {}).get("time_unit", "s"),
+                         cfg.get("budget_unit", "seconds"))
 print("\n".join(map(str, written)))

@@ -1,0 +1,99 @@
+"""The code sandbox against hostile programs (tests/hostile_programs.py), on both backends.
+
+bubblewrap is part of the set-up (``make install`` installs it), so the bwrap backend must be
+available here; the in-process guard is the fallback for machines without it.
+"""
+
+import os
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from srpo_ref import sandbox
+from tests import hostile_programs as hp
+
+LIMITS = sandbox.Limits(timeout_s=3)
+BACKENDS = ["bwrap", "guard"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, monkeypatch):
+    if request.param == "bwrap":
+        assert shutil.which("bwrap"), "bubblewrap is missing: run `make install` (README: Quickstart)"
+    monkeypatch.setenv("SRPO_SANDBOX", request.param)
+    assert sandbox.backend() == request.param
+    return request.param
+
+
+def _job(program: str) -> dict:
+    return {"mode": "tests", "candidate": program, "tests": hp.ADD_TESTS}
+
+
+def _sandbox_processes() -> list[str]:
+    """Live processes started by a sandbox: the harness, or anything under a throwaway uid."""
+    out = subprocess.run(["ps", "-eo", "pid,uid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
+    return [line for line in out if "harness.py" in line or int(line.split()[1]) >= 200_000]
+
+
+def _run_all(programs: dict, workers: int = 4) -> dict:
+    with ThreadPoolExecutor(workers) as pool:
+        return dict(zip(programs, pool.map(lambda p: sandbox.run_job(_job(p), LIMITS), programs.values())))
+
+
+def test_backend_detects_bubblewrap():
+    assert sandbox.backend() in ("bwrap", "guard")
+
+
+def test_correct_program_passes(backend):
+    res = sandbox.run_job(_job(hp.CORRECT), LIMITS)
+    assert res.passed and res.status == "passed" and res.backend == backend
+
+
+def test_every_hostile_program_scores_zero_and_leaves_nothing(backend, tmp_path, monkeypatch):
+    marker = tmp_path / "escaped"
+    programs = {name: prog.replace(hp.MARKER, str(marker)) for name, prog in hp.HOSTILE.items()}
+    t0 = time.time()
+    results = _run_all(programs)
+    passed = [name for name, r in results.items() if r.passed]
+    assert not passed, f"hostile programs scored 1 under {backend}: {passed}"
+    # every run ended within the limit plus start-up
+    assert time.time() - t0 < len(programs) * (LIMITS.timeout_s + 2) / 4 + 10
+    time.sleep(3.5)  # longer than the orphan's sleep: it would have written the marker by now
+    assert not marker.exists(), "a program wrote outside its sandbox"
+    assert not _sandbox_processes(), "sandboxed processes outlived their run"
+
+
+def test_hostile_programs_beside_correct_ones_leave_them_at_one(backend):
+    hostile = ["kill_parent", "kill_all", "fork_bomb", "memory_bomb", "output_flood", "fork_setsid_orphan",
+               "infinite_loop", "thread_os_exit"]
+    programs = {name: hp.HOSTILE[name] for name in hostile}
+    programs.update({"correct_1": hp.CORRECT, "correct_2": hp.CORRECT})
+    results = _run_all(programs, workers=len(programs))
+    assert results["correct_1"].passed and results["correct_2"].passed
+    assert not any(results[n].passed for n in hostile)
+    assert not _sandbox_processes()
+
+
+def test_sandbox_hides_the_host(backend, tmp_path):
+    """Under bwrap the kernel enforces it; under the guard, the audit hook."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("x")
+    probe = f"import os\ndef add(a, b):\n    return a + b\nopen({str(secret)!r}, 'a').write('y')\n"
+    assert not sandbox.run_job(_job(probe), LIMITS).passed
+    assert secret.read_text() == "x"
+
+
+def test_timeout_is_reported(backend):
+    res = sandbox.run_job(_job("import time\ntime.sleep(60)\n"), LIMITS)
+    assert res.status == "timeout" and not res.passed
+
+
+def test_evaluator_survives_signals_to_its_own_pid(backend):
+    """A program that knows the evaluator's pid cannot kill it."""
+    prog = f"import posix\ntry:\n    posix.kill({os.getpid()}, 9)\nexcept Exception:\n    pass\ndef add(a, b):\n    return a + b\n"
+    res = sandbox.run_job(_job(prog), LIMITS)
+    assert res.passed or res.status == "failed"  # it may be refused (guard) or see no such pid (bwrap)
+    assert os.getpid()  # still here
