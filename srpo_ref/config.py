@@ -77,6 +77,7 @@ class MethodConfig:
     topk: int | None = LossConfig.topk
     alpha: float = LossConfig.alpha
     add_tail: bool = LossConfig.add_tail
+    logits_chunk: int | None = None  # positions per chunk of the vocabulary-sized work (None: about 128 MB of fp32 each)
     loss_agg: str = LossConfig.loss_agg  # token_mean (SPEC section 6) | seq_mean_token_mean (the SDPO authors' code)
 
 
@@ -240,6 +241,7 @@ _RANGES = [
     ("method.is_clip", _POS, "> 0"),
     ("method.topk", _POS, "at least 1 (or null for the full vocabulary)"),
     ("method.alpha", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("method.logits_chunk", _POS, "at least 1 (or null for automatic)"),
     ("eval.val_every", _NONNEG, ">= 0 (0: never)"),
     ("eval.k", _POS, "at least 1"),
     ("eval.temperature", _NONNEG, ">= 0 (0: greedy)"),

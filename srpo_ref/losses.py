@@ -314,6 +314,110 @@ def distillation_loss(
     return generalized_jsd(student_logp, teacher_logp, alpha)
 
 
+# Memory-lean form of the same divergence: the student's log-probs at its top-K ids and the tail
+# bucket, and the teacher's, without ever holding a [B, T, V] log-softmax (or, for the teacher,
+# any [B, T, V] tensor): positions are processed in chunks. At Qwen3's vocabulary one fp32
+# [2, 8192, V] tensor is 10 GB.
+
+CHUNK_ELEMENTS = 1 << 25  # about 128 MB of fp32 per [chunk, V] temporary
+
+
+def auto_chunk(vocab: int, chunk: int | None = None) -> int:
+    """Positions per chunk: ``chunk`` if given, else as many as fit ``CHUNK_ELEMENTS``."""
+    return chunk if chunk else max(1, CHUNK_ELEMENTS // vocab)
+
+
+class _TopKLogProbs(torch.autograd.Function):
+    """``[log p(ids), log(tail mass)]`` under ``softmax(logits / T)``, ``[..., K + 1]``, computed
+    and differentiated chunk by chunk; only ``logits`` (alive anyway) and ``ids`` are saved."""
+
+    @staticmethod
+    def forward(ctx, logits, ids, temperature, chunk):
+        V, K = logits.shape[-1], ids.shape[-1]
+        flat, fid = logits.reshape(-1, V), ids.reshape(-1, K)
+        out = torch.empty(flat.shape[0], K + 1, device=logits.device, dtype=torch.float32)
+        floor = math.log(TAIL_FLOOR)
+        for s in range(0, flat.shape[0], chunk):
+            z = flat[s : s + chunk].float() / temperature
+            lse = torch.logsumexp(z, -1, keepdim=True)
+            out[s : s + chunk, :K] = z.gather(-1, fid[s : s + chunk]) - lse
+            tail = torch.logsumexp(z.scatter(-1, fid[s : s + chunk], -math.inf), -1, keepdim=True) - lse
+            out[s : s + chunk, K:] = tail.clamp(min=floor)
+        ctx.save_for_backward(logits, ids, out)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        return out.view(*ids.shape[:-1], K + 1)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        logits, ids, out = ctx.saved_tensors
+        V, K = logits.shape[-1], ids.shape[-1]
+        flat, fid = logits.reshape(-1, V), ids.reshape(-1, K)
+        g = grad_out.reshape(-1, K + 1).float()
+        floored = out[:, K] <= math.log(TAIL_FLOOR)  # a floored tail has no gradient (as clamp)
+        grad = torch.empty_like(flat)
+        for s in range(0, flat.shape[0], ctx.chunk):
+            e = s + ctx.chunk
+            z = flat[s:e].float() / ctx.temperature
+            p = torch.softmax(z, -1)
+            gk, gt = g[s:e, :K], torch.where(floored[s:e, None], 0.0, g[s:e, K:])
+            gz = -p * (gk.sum(-1, keepdim=True) + gt)
+            if bool(gt.any()):  # token log-probs alone (token_logprobs) need no tail gradient
+                gz += gt * torch.nan_to_num(torch.softmax(z.scatter(-1, fid[s:e], -math.inf), -1), nan=0.0)
+            gz.scatter_add_(-1, fid[s:e], gk)
+            grad[s:e] = (gz / ctx.temperature).to(grad.dtype)
+        return grad.view_as(logits), None, None, None
+
+
+def topk_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0, chunk: int | None = None) -> torch.Tensor:
+    """``[log p(ids), log(1 - sum p(ids))]`` under ``softmax(logits / temperature)``:
+    ``[B, T, V], [B, T, K] -> [B, T, K + 1]``, differentiable, in chunks of positions."""
+    return _TopKLogProbs.apply(logits, ids, temperature, auto_chunk(logits.shape[-1], chunk))
+
+
+@dataclass
+class TeacherStats:
+    """What the loss needs from the teacher, ``[B, T, ...]``: its log-probs at the student's
+    top-K ids plus the tail bucket, and its full-vocabulary entropy."""
+
+    logp: torch.Tensor  # [B, T, K + 1]
+    entropy: torch.Tensor  # [B, T]
+
+    def rows(self, index: torch.Tensor) -> "TeacherStats":
+        return TeacherStats(self.logp[index], self.entropy[index])
+
+
+@torch.no_grad()
+def teacher_stats(hidden: torch.Tensor, head, ids: torch.Tensor, temperature: float = 1.0,
+                  chunk: int | None = None) -> TeacherStats:
+    """The teacher's ``TeacherStats`` from its final hidden states ``[B, T, H]`` and output
+    layer ``head`` (hidden -> logits), a chunk of positions at a time: no ``[B, T, V]`` tensor."""
+    B, T, H = hidden.shape
+    K = ids.shape[-1]
+    flat_h, fid = hidden.reshape(-1, H), ids.reshape(-1, K)
+    logp = torch.empty(B * T, K + 1, device=hidden.device)
+    entropy = torch.empty(B * T, device=hidden.device)
+    floor = math.log(TAIL_FLOOR)
+    chunk = auto_chunk(head.weight.shape[0] if hasattr(head, "weight") else CHUNK_ELEMENTS, chunk)
+    for s in range(0, B * T, chunk):
+        z = head(flat_h[s : s + chunk]).float() / temperature
+        lse = torch.logsumexp(z, -1, keepdim=True)
+        logp[s : s + chunk, :K] = z.gather(-1, fid[s : s + chunk]) - lse
+        logp[s : s + chunk, K:] = (torch.logsumexp(z.scatter(-1, fid[s : s + chunk], -math.inf), -1, keepdim=True) - lse).clamp(min=floor)
+        entropy[s : s + chunk] = lse.squeeze(-1) - (torch.softmax(z, -1) * z).sum(-1)
+    return TeacherStats(logp.view(B, T, K + 1), entropy.view(B, T))
+
+
+def distillation_loss_topk(student_logp: torch.Tensor, teacher_logp: torch.Tensor, alpha: float = 0.5,
+                           add_tail: bool = True) -> torch.Tensor:
+    """``distillation_loss`` from the ``[B, T, K + 1]`` outputs of ``topk_logprobs`` and
+    ``teacher_stats``: the same numbers, without the full vocabulary."""
+    if not add_tail:
+        student_logp, teacher_logp = student_logp[..., :-1], teacher_logp[..., :-1]
+        student_logp = student_logp - torch.logsumexp(student_logp, -1, keepdim=True)
+        teacher_logp = teacher_logp - torch.logsumexp(teacher_logp, -1, keepdim=True)
+    return generalized_jsd(student_logp, teacher_logp, alpha)
+
+
 # --------------------------------------------------------------------------------------------
 # 5. Entropy-aware weights (SPEC section 5)
 # --------------------------------------------------------------------------------------------
@@ -362,9 +466,9 @@ def entropy_weights(
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """``log p(tokens)`` under ``softmax(logits / temperature)``: ``[B, T, V], [B, T] -> [B, T]``."""
-    logp = F.log_softmax(logits.float() / temperature, dim=-1)
-    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    """``log p(tokens)`` under ``softmax(logits / temperature)``: ``[B, T, V], [B, T] -> [B, T]``,
+    a chunk of positions at a time (no ``[B, T, V]`` log-softmax is kept for the backward)."""
+    return topk_logprobs(logits, tokens.unsqueeze(-1), temperature)[..., 0]
 
 
 @dataclass
@@ -397,6 +501,8 @@ def srpo_objective(
     weight_normalizer: float | torch.Tensor | None = None,
     logp_rollout: torch.Tensor | None = None,
     num_sequences: float | torch.Tensor | None = None,
+    teacher: TeacherStats | None = None,
+    topk_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One micro-batch's share of the SPEC section 6 loss::
 
@@ -409,7 +515,9 @@ def srpo_objective(
     and ranks). Summing the returned losses over micro-batches gives the loss of the batch.
 
     ``teacher_logits`` only need meaningful rows where ``routing.to_sdpo`` (others are ignored);
-    they may be ``None`` when no sample of the micro-batch is distilled.
+    they may be ``None`` when no sample of the micro-batch is distilled. The memory-lean form
+    passes ``teacher`` (``teacher_stats`` at the student's top-K ids ``topk_ids``) instead, for
+    ``cfg.topk`` set: the same loss, with no ``[B, T, V]`` teacher tensor.
     ``logp_rollout`` (the rollout engine's log-probs) adds the truncated importance weight
     ``min(exp(logp_old - logp_rollout), is_clip)`` to both branches.
 
@@ -454,14 +562,21 @@ def srpo_objective(
         "weight_max": float("-inf"),
     }
     if bool(sdpo_rows.any()):
-        if student_logits is None or teacher_logits is None:
-            raise ValueError("samples are routed to SDPO but student_logits/teacher_logits were not given")
+        if student_logits is None or (teacher_logits is None and teacher is None):
+            raise ValueError("samples are routed to SDPO but the student's logits or the teacher's were not given")
         rows = torch.nonzero(sdpo_rows).flatten()
         smask = mask[rows]
-        l_sdpo = distillation_loss(
-            student_logits[rows], teacher_logits[rows], cfg.topk, cfg.alpha, cfg.add_tail, cfg.temperature
-        )
-        entropy = teacher_entropy(teacher_logits[rows], cfg.temperature)
+        if teacher is not None:
+            if topk_ids is None or cfg.topk is None:
+                raise ValueError("teacher stats need the student's top-K ids (and method.topk set)")
+            student_topk = topk_logprobs(student_logits[rows], topk_ids[rows], cfg.temperature)
+            l_sdpo = distillation_loss_topk(student_topk, teacher.logp[rows], cfg.alpha, cfg.add_tail)
+            entropy = teacher.entropy[rows]
+        else:
+            l_sdpo = distillation_loss(
+                student_logits[rows], teacher_logits[rows], cfg.topk, cfg.alpha, cfg.add_tail, cfg.temperature
+            )
+            entropy = teacher_entropy(teacher_logits[rows], cfg.temperature)
         weights = entropy_weights(entropy, smask, cfg.beta, weight_normalizer)
         rho = truncated_is_weight(logp[rows], logp_old[rows], cfg.is_clip)
         if tis is not None:

@@ -150,6 +150,19 @@ def response_logits(model, batch: Batch, autocast_dtype) -> torch.Tensor:
     return logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1])).float()
 
 
+def response_hidden(model, batch: Batch, autocast_dtype) -> torch.Tensor:
+    """Final hidden states at the positions that predict each response token, ``[B, T, H]``
+    (``response_logits`` without the output layer: the teacher's logits are then made a chunk
+    of positions at a time by ``losses.teacher_stats``)."""
+    ctx = torch.autocast(batch.ids.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    base = getattr(model, model.base_model_prefix)
+    with ctx:
+        hidden = base(input_ids=batch.ids, attention_mask=batch.attn).last_hidden_state
+    T = batch.resp.shape[1]
+    pos = (batch.start[:, None] - 1 + torch.arange(T, device=batch.ids.device)[None]).clamp(min=0, max=hidden.shape[1] - 1)
+    return hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
 # ----------------------------------------------------------------------------- the trainer
 
 
@@ -415,18 +428,27 @@ class Trainer:
             for i in range(0, len(idx_rows), mb):
                 idx = idx_rows[i : i + mb].tolist()
                 resp = [responses[j] for j in idx]
-                teacher_logits = None
+                with timer("update"):
+                    b = make_batch([student_prefix[j] for j in idx], resp, pad, self.device)
+                    logits = response_logits(self.model, b, self.autocast)
+                teacher_logits = teacher_stats = topk_ids = None
                 if with_teacher:
                     with timer("teacher_forward"), torch.no_grad():
                         tb = make_batch([teacher_prefix[j] for j in idx], resp, pad, self.device)
                         teacher_model = self.teacher if self.teacher is not None else self.model
-                        teacher_logits = response_logits(teacher_model, tb, self.autocast)
+                        if cfg.method.topk is not None:
+                            # memory-lean: only the teacher's top-K log-probs at the student's
+                            # top-K ids, the tail and the entropy, a chunk of positions at a time
+                            topk_ids = logits.detach().topk(min(cfg.method.topk, logits.shape[-1]), dim=-1).indices
+                            teacher_stats = losses.teacher_stats(
+                                response_hidden(teacher_model, tb, self.autocast), teacher_model.get_output_embeddings(),
+                                topk_ids, cfg.rollout.temperature, cfg.method.logits_chunk)
+                        else:
+                            teacher_logits = response_logits(teacher_model, tb, self.autocast)
                     n_tt = int(tb.attn.sum())
                     tokens["teacher_forward"] += n_tt
                     flops["teacher_forward"] += 2 * self.n_params * n_tt
                 with timer("update"):
-                    b = make_batch([student_prefix[j] for j in idx], resp, pad, self.device)
-                    logits = response_logits(self.model, b, self.autocast)
                     logp = losses.token_logprobs(logits, b.resp, cfg.rollout.temperature)
                     T = logp.shape[1]
                     logp_old = logp.detach() if logp_old_all is None else logp_old_all[idx, :T].to(self.device)
@@ -437,6 +459,7 @@ class Trainer:
                         routing=_to(sub, self.device), num_tokens=n_tokens, cfg=self.loss_cfg,
                         student_logits=logits if with_teacher else None, teacher_logits=teacher_logits,
                         weight_normalizer=1.0 if with_teacher else None, logp_rollout=lp_roll, num_sequences=n_sequences,
+                        teacher=teacher_stats, topk_ids=topk_ids,
                     )
                     (loss * world()).backward()  # gradients are summed over ranks below
                 n_st = int(b.attn.sum())
