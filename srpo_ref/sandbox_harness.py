@@ -174,7 +174,7 @@ def _rewrite_tests(source: str):
     return compile(ast.fix_missing_locations(tree), "tests.py", "exec")
 
 
-def _install_audit_hook(root: str, contained: bool, trusted_pid: int | None):
+def _install_audit_hook(root: str, contained: bool, trusted_pid: int | None, job_dir: str = ""):
     """Block the events listed in the module docstring. ``contained``: running under bubblewrap
     (the file system and network are already isolated by the kernel). ``trusted_pid``: a process
     that runs only the grader's own code (evalplus's parent process), exempt from the hook."""
@@ -198,6 +198,9 @@ def _install_audit_hook(root: str, contained: bool, trusted_pid: int | None):
                   "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr", "urllib.Request"}
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
     root = os.path.realpath(root)
+    # The job (tests, expected outputs) must not be readable by the program: reading the
+    # expected outputs and returning them is a pass without a solution.
+    hidden = os.path.realpath(job_dir) if job_dir else None
 
     def inside(path) -> bool:
         if isinstance(path, int):
@@ -225,6 +228,13 @@ def _install_audit_hook(root: str, contained: bool, trusted_pid: int | None):
             deny(event)
         if event == "import" and args and str(args[0]).split(".")[0] in blocked_imports:
             deny(event, ImportError)
+        if hidden and event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            try:
+                target = os.path.realpath(os.fsdecode(args[0]))
+            except Exception:
+                deny(event)
+            if target == hidden or target.startswith(hidden + os.sep):
+                deny(event)
         if event == "open" and args:
             path = args[0]
             if not isinstance(path, int):
@@ -266,7 +276,7 @@ def main() -> None:
             candidate_code = compile(job["candidate"], "candidate.py", "exec")
             snapshot = _snapshot(_WATCHED + ("__main__",), _trust_stdlib())
             _hide_harness()
-            _install_audit_hook(os.getcwd(), contained, trusted_pid=None)
+            _install_audit_hook(os.getcwd(), contained, trusted_pid=None, job_dir=job_dir)
             cand_ns = {"__name__": "__candidate__", "__builtins__": builtins}
             exec(candidate_code, cand_ns)
             test_ns = {k: (_guarded(v, snapshot) if isinstance(v, types.FunctionType) and v.__module__ == "__candidate__" else v)
@@ -282,7 +292,7 @@ def main() -> None:
 
             snapshot = _snapshot(_WATCHED + ("__main__",), _trust_stdlib())
             _hide_harness()
-            _install_audit_hook(os.getcwd(), contained, trusted_pid=os.getpid())
+            _install_audit_hook(os.getcwd(), contained, trusted_pid=os.getpid(), job_dir=job_dir)
             problem, expected = job["problem"], job["expected"]
             entry = problem["entry_point"]
             # The candidate's entry point is wrapped so that whatever it returns must be a plain

@@ -106,3 +106,14 @@ HOSTILE.update({
     ),
     "import_main": "import __main__\n__main__.plain = lambda v, *a: v\nclass _E:\n    def __eq__(s, o):\n        return True\ndef add(a, b):\n    return _E()\n",
 })
+
+HOSTILE.update({
+    # read the job (tests and expected outputs) instead of solving the task
+    "read_job_file": (
+        "import glob, pickle, os\n"
+        "paths = glob.glob('/tmp/.job/*') + glob.glob(os.path.join(os.path.dirname(os.getcwd()), '*', 'job.pkl'))\n"
+        "job = pickle.load(open([p for p in paths if p.endswith('job.pkl')][0], 'rb'))\n"
+        "def add(a, b):\n    return {(1, 2): 3, (-1, 1): 0, (10, 5): 15}[(a, b)] if 'assert' in job['tests'] else 0\n"
+    ),
+    "list_job_dir": "import os\nos.listdir('/tmp/.job')\ndef add(a, b):\n    return 0\n",
+})

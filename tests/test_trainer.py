@@ -18,7 +18,7 @@ VOLATILE = {"wall_seconds", "seconds"}
 def tiny_cfg(base, out, *extra):
     return load_config(None, [
         f"model.path={base}", f"run.out_dir={out}", "data.benchmark=tiny_mcq", "rollout.prompts_per_step=4",
-        "rollout.rollouts_per_prompt=4", "rollout.max_response_tokens=24", "optim.lr=1e-3", "optim.warmup_steps=1",
+        "rollout.rollouts_per_prompt=4", "rollout.max_response_tokens=24", "optim.lr=1e-3", "optim.warmup_steps=0",
         "optim.mini_batch_prompts=4", "optim.micro_batch_size=5", "eval.k=2", "eval.limit=8", "eval.max_new_tokens=24",
         "eval.val_every=2", "run.save_every=2", "run.progress=false", "run.threads=1", *extra,
     ])
@@ -145,7 +145,11 @@ def test_two_ranks_match_one_process(tiny_base, tmp_path, method):
     # move a near-zero gradient's normalised step slightly, so compare to 1% of the step size.
     for name, p in single["params"].items():
         torch.testing.assert_close(p, double["params"][name], atol=1e-5, rtol=0)
-    assert single["rec"]["grad_norm"] > 0  # an update really happened
+    assert single["rec"]["grad_norm"] > 0 and single["rec"]["lr"] > 0
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_base).state_dict()
+    assert max((single["params"][k] - base[k]).abs().max().item() for k in base) > 1e-4  # an update really happened
 
 
 def test_scheduler_steps_once_per_training_step(tiny_base, tmp_path):

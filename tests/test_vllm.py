@@ -21,7 +21,7 @@ def test_training_through_colocated_vllm(tiny_base, tmp_path):
     cfg = load_config(None, [
         f"model.path={tiny_base}", f"run.out_dir={tmp_path / 'run'}", "rollout.engine=vllm", "rollout.prompts_per_step=4",
         "rollout.rollouts_per_prompt=4", "rollout.max_response_tokens=24", "optim.lr=1e-2", "optim.mini_batch_prompts=4",
-        "optim.warmup_steps=1", "eval.val_every=0", "run.max_steps=3", "run.save_every=0", "run.progress=false",
+        "optim.warmup_steps=0", "eval.val_every=0", "run.max_steps=3", "run.save_every=0", "run.progress=false",
         "data.max_prompt_tokens=256", "eval.max_new_tokens=24",
     ])
     trainer = Trainer(cfg)
