@@ -395,8 +395,8 @@ def test_token_logprobs_chunked_gradient_matches_log_softmax():
 
 def test_loss_path_peak_memory_drops_at_qwen_vocabulary():
     """V = 151,936, T = 2,048, one sequence, tiny hidden size: the full-vocabulary path holds
-    several [T, V] fp32 tensors (1.2 GB each); the lean path holds the student's logits and
-    chunks (benchmarks/distill_memory.py prints the figures)."""
+    several [T, V] fp32 tensors (1.2 GB each); the lean path only the student's logits and their
+    gradients, plus chunks (benchmarks/distill_memory.py prints the figures)."""
     import sys
     from pathlib import Path
 
@@ -407,4 +407,6 @@ def test_loss_path_peak_memory_drops_at_qwen_vocabulary():
     full, lean = out["full"]["peak_growth_mb"], out["lean"]["peak_growth_mb"]
     assert out["full"]["loss"] == pytest.approx(out["lean"]["loss"], rel=1e-4)
     assert lean < 0.5 * full, out
-    assert lean < 2 * 1244 + 700, out  # the student's logits and their gradient, plus chunks
+    # at least four [T, V] fp32 tensors (1244 MB each) fewer: the teacher's logits, its two
+    # log-softmaxes (divergence, entropy) and the student's log-softmax
+    assert full - lean > 4 * 1244, out
