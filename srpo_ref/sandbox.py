@@ -91,8 +91,18 @@ def _hidden_ancestors(path: str) -> list[str]:
     return out
 
 
+def _jobs_base() -> str:
+    """Where job directories are made: one private folder, hidden inside every sandbox."""
+    base = os.path.join(tempfile.gettempdir(), "srpo_sandbox")
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    return base
+
+
 def _bwrap_prefix(job_dir: str, uid: int) -> list[str]:
     cmd = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    base = os.path.realpath(_jobs_base())
+    if not base.startswith("/tmp/"):  # /tmp is replaced by a tmpfs below; elsewhere hide it here
+        cmd += ["--tmpfs", base]
     if os.geteuid() == 0:
         # The interpreter must stay readable for the throwaway uid: where an ancestor directory
         # is private (e.g. /root holding pyenv), put an empty tmpfs over it and bind the
@@ -134,7 +144,7 @@ def run_job(job: dict, limits: Limits = Limits()) -> SandboxResult:
     """Run one harness job (see ``sandbox_harness.py``) and report whether it passed."""
     kind = backend()
     token = secrets.token_hex(16).encode()
-    with tempfile.TemporaryDirectory(prefix="srpo_job_") as job_dir, \
+    with tempfile.TemporaryDirectory(prefix="srpo_job_", dir=_jobs_base()) as job_dir, \
             tempfile.TemporaryDirectory(prefix="srpo_work_") as work_dir, \
             tempfile.TemporaryFile(prefix="srpo_out_") as out:
         job = {**job, "contained": kind == "bwrap", "memory_bytes": limits.memory_mb << 20}

@@ -233,7 +233,8 @@ def _install_audit_hook(root: str, contained: bool, trusted_pid: int | None, job
                 target = os.path.realpath(os.fsdecode(args[0]))
             except Exception:
                 deny(event)
-            if target == hidden or target.startswith(hidden + os.sep):
+            # its own job, and any other sandbox's (the guard backend shares the host's file system)
+            if target == hidden or target.startswith(hidden + os.sep) or "/srpo_job_" in target:
                 deny(event)
         if event == "open" and args:
             path = args[0]
@@ -262,6 +263,8 @@ def main() -> None:
 
     with open(os.path.join(job_dir, "job.pkl"), "rb") as f:
         job = pickle.load(f)
+    if not job["contained"]:  # guard backend: the job file is on the shared file system
+        os.remove(os.path.join(job_dir, "job.pkl"))
     for name in _PRELOAD:
         __import__(name)
     import builtins
