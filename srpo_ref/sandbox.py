@@ -178,6 +178,8 @@ def run_job(job: dict, limits: Limits = Limits()) -> SandboxResult:
             status = "timeout"
         finally:
             _kill_group(proc)
+            if kind == "bwrap" and os.geteuid() == 0:
+                _reap_uid(uid)
         out.seek(0, os.SEEK_END)
         size = out.tell()
         out.seek(max(0, size - 4096))
@@ -194,6 +196,36 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+
+
+def _reap_uid(uid: int, timeout_s: float = 5.0) -> None:
+    """Kill whatever still runs under the run's throwaway uid and wait until it is gone: the
+    kernel tears a PID namespace down asynchronously, so members can outlive bwrap briefly."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+            except OSError:
+                continue
+            if fields.get("State", "").split()[:1] == ["Z"]:
+                continue  # a zombie runs nothing; its parent (or init) reaps it
+            if str(uid) in fields.get("Uid", "").split():
+                alive.append(int(pid))
+        if not alive or time.monotonic() > deadline:
+            return
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.02)
 
 
 _UNSHARE: list[str] | None = None
