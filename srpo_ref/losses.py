@@ -327,6 +327,14 @@ def auto_chunk(vocab: int, chunk: int | None = None) -> int:
     return chunk if chunk else max(1, CHUNK_ELEMENTS // vocab)
 
 
+def _topk_and_tail(z: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For scaled logits ``z [N, V]``: ``[log p(ids), log p(outside ids)]`` ``[N, K + 1]`` (the tail
+    in log space, floored at ``log(TAIL_FLOOR)``) and ``logsumexp(z)`` ``[N, 1]``."""
+    lse = torch.logsumexp(z, -1, keepdim=True)
+    tail = (torch.logsumexp(z.scatter(-1, ids, -math.inf), -1, keepdim=True) - lse).clamp(min=math.log(TAIL_FLOOR))
+    return torch.cat([z.gather(-1, ids) - lse, tail], -1), lse
+
+
 class _TopKLogProbs(torch.autograd.Function):
     """``[log p(ids), log(tail mass)]`` under ``softmax(logits / T)``, ``[..., K + 1]``, computed
     and differentiated chunk by chunk; only ``logits`` (alive anyway) and ``ids`` are saved."""
@@ -336,13 +344,9 @@ class _TopKLogProbs(torch.autograd.Function):
         V, K = logits.shape[-1], ids.shape[-1]
         flat, fid = logits.reshape(-1, V), ids.reshape(-1, K)
         out = torch.empty(flat.shape[0], K + 1, device=logits.device, dtype=torch.float32)
-        floor = math.log(TAIL_FLOOR)
         for s in range(0, flat.shape[0], chunk):
             z = flat[s : s + chunk].float() / temperature
-            lse = torch.logsumexp(z, -1, keepdim=True)
-            out[s : s + chunk, :K] = z.gather(-1, fid[s : s + chunk]) - lse
-            tail = torch.logsumexp(z.scatter(-1, fid[s : s + chunk], -math.inf), -1, keepdim=True) - lse
-            out[s : s + chunk, K:] = tail.clamp(min=floor)
+            out[s : s + chunk] = _topk_and_tail(z, fid[s : s + chunk])[0]
         ctx.save_for_backward(logits, ids, out)
         ctx.temperature, ctx.chunk = temperature, chunk
         return out.view(*ids.shape[:-1], K + 1)
@@ -396,13 +400,10 @@ def teacher_stats(hidden: torch.Tensor, head, ids: torch.Tensor, temperature: fl
     flat_h, fid = hidden.reshape(-1, H), ids.reshape(-1, K)
     logp = torch.empty(B * T, K + 1, device=hidden.device)
     entropy = torch.empty(B * T, device=hidden.device)
-    floor = math.log(TAIL_FLOOR)
     chunk = auto_chunk(head.weight.shape[0] if hasattr(head, "weight") else CHUNK_ELEMENTS, chunk)
     for s in range(0, B * T, chunk):
         z = head(flat_h[s : s + chunk]).float() / temperature
-        lse = torch.logsumexp(z, -1, keepdim=True)
-        logp[s : s + chunk, :K] = z.gather(-1, fid[s : s + chunk]) - lse
-        logp[s : s + chunk, K:] = (torch.logsumexp(z.scatter(-1, fid[s : s + chunk], -math.inf), -1, keepdim=True) - lse).clamp(min=floor)
+        logp[s : s + chunk], lse = _topk_and_tail(z, fid[s : s + chunk])
         entropy[s : s + chunk] = lse.squeeze(-1) - (torch.softmax(z, -1) * z).sum(-1)
     return TeacherStats(logp.view(B, T, K + 1), entropy.view(B, T))
 
