@@ -47,6 +47,7 @@ class RolloutConfig:
     top_p: float = 1.0
     max_response_tokens: int = 8192
     vllm_gpu_memory_utilization: float = 0.3
+    vllm_sleep: bool = True  # on GPU: free vLLM's weights and KV cache while the trainer updates
     generation_batch_size: int = 256  # hf engine: sequences per generate call
 
 
@@ -102,6 +103,7 @@ class RunConfig:
     save_every: int = 10
     keep_checkpoints: int = 2
     device: str = "auto"  # auto | cpu | cuda
+    sharding: str = "none"  # none (replicated data parallel) | fsdp (FSDP2 per decoder layer; srpo_ref/distributed.py)
     threads: int | None = None  # torch CPU threads (None: torch's default)
     tensorboard: bool = False
     progress: bool = True
@@ -263,6 +265,7 @@ _CHOICES = [
     ("method.loss_agg", ("token_mean", "seq_mean_token_mean")),
     ("run.budget_unit", ("seconds", "flops", "tokens", "steps")),
     ("run.device", ("auto", "cpu", "cuda")),
+    ("run.sharding", ("none", "fsdp")),
 ]
 
 

