@@ -35,5 +35,6 @@ rule all:
         # everything worth keeping, so that any deleted output is rebuilt (with what depends on it)
         run_done_files(),
         eval_files(),
+        precheck_files(),
         expand(f"{WORK}/graders/{{b}}.json", b=config.get("graders", {}).get("benchmarks", [])),
         f"{RESULTS}/report.md",

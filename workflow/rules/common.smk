@@ -61,7 +61,8 @@ def eval_files(model=None, benchmark=None):
             continue
         files += [f"{WORK}/evals/{m}/base/{b}/results.json" for b in listed if benchmark in (None, b)]
         for (_, tb, meth, s) in [r for r in runs() if r[0] == m]:
-            extra = EVAL.get("extra_benchmarks", []) if meth in TRAIN["methods"] else []
+            main = meth in TRAIN["methods"] and s in EVAL.get("extra_seeds", TRAIN["seeds"])
+            extra = EVAL.get("extra_benchmarks", []) if main else []
             for b in ([tb] if tb in EVAL["benchmarks"] else []) + extra:
                 if benchmark in (None, b, tb):
                     files.append(f"{WORK}/evals/{m}/{tb}/{meth}/seed{s}/{b}/results.json")
@@ -86,8 +87,11 @@ def train_args(wc):
     return " ".join(f"'{a}'" for a in args)
 
 
-def eval_args():
-    e = EVAL
+def eval_args(wc=None):
+    """srpo-eval's arguments; an extra benchmark takes evaluation.extra's settings over the others."""
+    e = dict(EVAL)
+    if wc is not None and wc.benchmark in EVAL.get("extra_benchmarks", []) and wc.benchmark not in EVAL["benchmarks"]:
+        e.update(EVAL.get("extra", {}))
     args = [f"--data-dir {DATA_DIR}", f"--k {e.get('k', 16)}", f"--backend {e.get('backend', 'hf')}", f"--temperature {e.get('temperature', 0.6)}",
             f"--top-p {e.get('top_p', 0.95)}", f"--max-new-tokens {e.get('max_new_tokens', 8192)}"]
     if e.get("limit"):
@@ -96,6 +100,17 @@ def eval_args():
         args.append(f"--max-model-len {e['max_model_len']}")
     args.append(f"--grader {e.get('grader', 'upstream')} --tooluse-system {e.get('tooluse_system', 'none')}")
     return " ".join(args)
+
+
+PRECHECKS = config.get("prechecks")
+MCQ_BENCHMARKS = ("chemistry", "physics", "biology", "materials", "tiny_mcq")
+
+
+def precheck_files():
+    """Pre-checks of every base model on its multiple-choice training benchmarks (when configured)."""
+    if PRECHECKS is None:
+        return []
+    return [f"{WORK}/prechecks/{m}/{b}.json" for m in config["models"] for b in TRAIN["benchmarks"] if b in MCQ_BENCHMARKS]
 
 
 STEP_COST = config.get("step_cost", {})

@@ -19,7 +19,7 @@ rule eval_base:
         gpu=EVAL.get("gpus", 0),
     params:
         model=lambda wc: model_path(wc.model),
-        args=eval_args(),
+        args=eval_args,
         out=lambda wc: f"{WORK}/evals/{wc.model}/base",
     shell:
         "OMP_NUM_THREADS={threads} python -m evals.cli --model {params.model} --benchmarks {wildcards.benchmark} {params.args} "
@@ -43,9 +43,36 @@ rule eval_run:
     resources:
         gpu=EVAL.get("gpus", 0),
     params:
-        args=eval_args(),
+        args=eval_args,
         out=lambda wc: f"{WORK}/evals/{wc.model}/{wc.train_benchmark}/{wc.method}/seed{wc.seed}",
         final=lambda wc: f"{run_dir(wc.model, wc.train_benchmark, wc.method, wc.seed)}/final",
     shell:
         "OMP_NUM_THREADS={threads} python -m evals.cli --model {params.final} --benchmarks {wildcards.benchmark} {params.args} "
         "--out {params.out} > {log} 2>&1"
+
+
+rule prechecks:
+    """Before any comparison: base accuracy against chance, format compliance, response lengths and
+    the self-teacher against the student, on training questions (evals/prechecks.py)."""
+    conda:
+        ENV_FILE
+    input:
+        model=lambda wc: model_input(wc.model),
+        data=f"{WORK}/data/{{benchmark}}.json",
+    output:
+        f"{WORK}/prechecks/{{model}}/{{benchmark}}.json",
+    log:
+        f"{WORK}/logs/prechecks/{{model}}/{{benchmark}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/prechecks/{{model}}/{{benchmark}}.tsv"
+    threads: EVAL.get("threads", 1)
+    params:
+        model=lambda wc: model_path(wc.model),
+        n=PRECHECKS.get("n", 64),
+        k=PRECHECKS.get("k", 8),
+        tokens=PRECHECKS.get("max_response_tokens", 512),
+        backend=EVAL.get("backend", "hf"),
+    shell:
+        "OMP_NUM_THREADS={threads} python -m evals.prechecks --model {params.model} --benchmark {wildcards.benchmark} "
+        "--n {params.n} --k {params.k} --max-response-tokens {params.tokens} --backend {params.backend} "
+        "--eval-temperature {EVAL[temperature]} --eval-top-p {EVAL[top_p]} --data-dir {DATA_DIR} --out {output} > {log} 2>&1"

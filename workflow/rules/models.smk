@@ -30,11 +30,24 @@ rule smollm2_from_gguf:
         f"{WORK}/models/{{name}}/config.json",
     wildcard_constraints:
         name="|".join([n for n, s in config["models"].items() if s["source"] == "smollm2-gguf"]) or "__none__",
+    threads: 2
     log:
         f"{WORK}/logs/models/{{name}}.log",
     benchmark:
         f"{WORK}/benchmarks/models/{{name}}.tsv"
     params:
         out=lambda wc: f"{WORK}/models/{wc.name}",
+        warmup=lambda wc: format_warmup_command(wc.name),
     shell:
-        "python -m srpo_ref.smollm2 --out {params.out} > {log} 2>&1"
+        "python -m srpo_ref.smollm2 --out {params.out}{params.warmup} > {log} 2>&1"
+
+
+def format_warmup_command(name):
+    """With models.<name>.format_warmup: convert into <name>_converted, then warm the format up into <name>."""
+    fw = config["models"][name].get("format_warmup")
+    if not fw:
+        return ""
+    out = f"{WORK}/models/{name}"
+    return (f"_converted && OMP_NUM_THREADS=2 python -m srpo_ref.format_warmup --model {out}_converted --out {out} "
+            f"--benchmark {fw['benchmark']} --examples {fw.get('examples', 64)} --epochs {fw.get('epochs', 2)} "
+            f"--lr {fw.get('lr', 1e-4)} --data-dir {DATA_DIR}")

@@ -95,6 +95,7 @@ rule report:
         tables=rules.tables.output,
         cost=rules.cost.output.md,
         figures=f"{RESULTS}/figures",
+        prechecks=precheck_files(),
     output:
         f"{RESULTS}/report.md",
     log:

@@ -42,6 +42,28 @@ models = {m: json.loads(Path(f"{snakemake.params.work}/models/{m}/warmup.json").
           for m, s in cfg["models"].items() if s["source"] == "tiny" and Path(f"{snakemake.params.work}/models/{m}/warmup.json").exists()}
 budget_line = report.budget_text(budgets, unit)
 
+
+def precheck_section() -> str:
+    """The pre-checks table (evals/prechecks.py), or a line saying none were configured."""
+    files = sorted(snakemake.input.prechecks)
+    if not files:
+        return "_No pre-checks configured for this profile._\n"
+    iv = lambda d: f"{100 * d['mean']:.1f} [{100 * d['low']:.1f}, {100 * d['high']:.1f}]"  # noqa: E731
+    lines = ["| model / benchmark | questions x k | base avg@k, % [95% CI] | chance | format compliance | truncated | "
+             "length p50 / p90 | teacher vs student accuracy, % (questions) | teacher - student, pts [95% CI] |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        st, b, t = r["student"], r["base"], r["teacher"]
+        tv = (f"{100 * t['teacher_accuracy']:.1f} vs {100 * t['student_accuracy']:.1f} ({t['questions']})" if t.get("questions") else "n/a (no correct sample)")
+        td = iv(t["teacher_minus_student"]) if t.get("questions") else "n/a"
+        lines.append(f"| {Path(f).parent.name} / {r['benchmark']} | {r['questions']} x {r['k']} | {iv(b['avg_at_k'])} | "
+                     f"{100 * b['chance']:.0f} | {100 * st['format_compliance']:.1f}% | {100 * st['truncated']:.1f}% | "
+                     f"{st['length_p50']} / {st['length_p90']} | {tv} | {td} |")
+    return "\n".join(lines) + "\n"
+
+
+
 text = f"""# SRPO reproduction report: profile `{cfg['profile']}`
 
 Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `snakemake` from the records under `work/{cfg['profile']}/`.
@@ -50,6 +72,13 @@ Methods: {', '.join(train['methods'])}; ablations: {', '.join(train.get('ablatio
 the labels are the paper's windows they stand for. Table 1, Table 2, the cost windows and the accuracy-against-cost figure
 use this unit; wall-clock seconds are recorded beside it.
 
+## Pre-checks (before any comparison)
+
+On training questions: the base model's avg@k at the evaluation settings against chance, its responses at the rollout
+settings (share with an `<answer>` tag, truncated at the response budget, length in tokens), and the self-teacher (the
+base model shown one of its own correct samples) against the student on the questions where it had one.
+
+{precheck_section()}
 ## The paper's claims, checked on this profile's runs
 
 | claim | verdict | evidence |
