@@ -49,7 +49,8 @@ def run(model: str, benchmark: str, n: int, k: int, rollout: SamplingConfig, eva
     examples = examples[:: max(1, len(examples) // n)][:n]  # spread over the split, deterministic
     tok = load_tokenizer(model)
     prompts = [chat_prompt_ids(tok, ex.messages) for ex in examples]
-    longest = max(len(p) for p in prompts) + 2048  # teacher prompts hold a demonstration too
+    # teacher prompts hold a demonstration (one response) and the template's words too
+    longest = max(len(p) for p in prompts) + rollout.max_new_tokens + 64
     settings = EvalSettings(backend=backend, seed=seed, max_new_tokens=max(rollout.max_new_tokens, evaluation.max_new_tokens))
     engine = make_engine(model, tok, settings, context_length(model, longest, settings))
 

@@ -403,6 +403,8 @@ class Trainer:
             "tokens": tokens,
             "flops": flops,
             "teacher_forward_samples": len(teacher_prefix),
+            # the trainer's own tensors (vLLM's memory is its own allocator's)
+            "peak_memory_gib": torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None,
         }
         self.step += 1
         return rec
@@ -709,12 +711,20 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="srpo-train", description="Train a policy with GRPO, SDPO or SRPO (see srpo_ref/trainer.py).")
     ap.add_argument("--config", required=False, help="YAML config (sections: model, data, rollout, optim, method, eval, run)")
     ap.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. method.name=grpo run.seed=1")
+    ap.add_argument("--memory-plan", action="store_true", help="print the per-GPU memory plan of this config and exit (srpo_ref/memory_plan.py)")
+    ap.add_argument("--gpus", type=int, default=None, help="--memory-plan: GPUs (ranks) of the run (default: $WORLD_SIZE or 1)")
+    ap.add_argument("--gpu-gib", type=float, default=80.0, help="--memory-plan: memory of one GPU in GiB (default 80)")
     a = ap.parse_args(argv)
     try:
         cfg = load_config(a.config, a.overrides)
     except (ConfigError, tasks.DataNotFound, tasks.DataError) as e:
         print(f"srpo-train: error: {e}", file=sys.stderr)
         return 2
+    if a.memory_plan:
+        from srpo_ref import memory_plan
+
+        print(memory_plan.render(memory_plan.plan(cfg, a.gpus or int(os.environ.get("WORLD_SIZE", 1)), a.gpu_gib)))
+        return 0
     try:
         train(cfg)
     except (ConfigError, tasks.DataNotFound, tasks.DataError) as e:
