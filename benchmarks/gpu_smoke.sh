@@ -9,7 +9,10 @@
 #   SHAPE=tiny DEVICE=cpu bash benchmarks/gpu_smoke.sh   # the same code path on CPU, in seconds
 #
 # Environment: OUT (default runs/gpu_smoke), NGPU, SHAPE (0.6b | tiny), DEVICE (cuda | cpu),
-# PEAK_TFLOPS (dense bf16 peak of one GPU for MFU; default 989, an H100 SXM).
+# PEAK_TFLOPS (dense bf16 peak of one GPU for MFU; default 989, an H100 SXM), MODEL (a local model
+# directory to use instead of the random one). A random model never answers in the task's format,
+# so every reward is 0 and SDPO/SRPO distil nothing (the `teacher` column shows the samples the
+# teacher scored): give MODEL a real instruct model to time the teacher's forward too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu_smoke}
@@ -20,6 +23,7 @@ PEAK_TFLOPS=${PEAK_TFLOPS:-989}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT"
 
+if [ -n "${MODEL:-}" ]; then rm -rf "$OUT/model"; ln -s "$(realpath "$MODEL")" "$OUT/model"; else
 python - "$OUT/model" "$SHAPE" <<'PY'
 import sys, torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -39,8 +43,9 @@ Qwen3ForCausalLM(cfg).save_pretrained(out)
 tok.save_pretrained(out)
 print(f"model: {shape}, {sum(p.numel() for p in Qwen3ForCausalLM(cfg).parameters()) / 1e6:.1f}M parameters -> {out}")
 PY
+fi
 
-if [ "$DEVICE" = cuda ]; then DTYPE=bfloat16; P=32; G=8; T=512; MB=8; else DTYPE=float32; P=4; G=4; T=16; MB=8; fi
+if [ "$DEVICE" = cuda ]; then DTYPE=bfloat16; P=32; G=8; T=512; MB=8; else DTYPE=float32; P=4; G=4; T=40; MB=8; fi
 for METHOD in grpo sdpo srpo; do
   EXTRA=""
   [ "$METHOD" = grpo ] && EXTRA="optim.mini_batch_prompts=$((P / 4))"
@@ -57,7 +62,7 @@ python - "$OUT" "$NGPU" "$PEAK_TFLOPS" <<'PY'
 import json, statistics, sys
 from pathlib import Path
 out, ngpu, peak = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-print(f"\n{'method':<6} {'s/step':>7} {'generate':>9} {'teacher':>8} {'update':>8} {'gen tok/s':>10} {'train MFU':>10} {'peak GiB':>9}")
+print(f"\n{'method':<6} {'s/step':>7} {'generate':>9} {'teacher':>8} {'update':>8} {'gen tok/s':>10} {'train MFU':>10} {'peak GiB':>9} {'distilled':>10}")
 for m in ("grpo", "sdpo", "srpo"):
     recs = [json.loads(l) for l in (out / m / "steps.jsonl").read_text().splitlines()][1:]  # step 1 warms up
     med = lambda f: statistics.median(f(r) for r in recs)
@@ -68,5 +73,5 @@ for m in ("grpo", "sdpo", "srpo"):
     peak_gib = max((r.get("peak_memory_gib") or 0) for r in recs)
     print(f"{m:<6} {med(lambda r: r['seconds']['step']):7.2f} {med(lambda r: r['seconds']['generate']):9.2f} "
           f"{med(lambda r: r['seconds']['teacher_forward']):8.2f} {med(lambda r: r['seconds']['update']):8.2f} "
-          f"{gen_tps:10.0f} {100 * mfu:9.1f}% {peak_gib:9.2f}")
+          f"{gen_tps:10.0f} {100 * mfu:9.1f}% {peak_gib:9.2f} {sum(r['teacher_forward_samples'] for r in recs):10d}")
 PY

@@ -217,10 +217,14 @@ class Trainer:
         test = tasks.load_task(cfg.data.benchmark, "test", cfg.data.data_dir, cfg.data.tooluse_system)
         self.test_set = self._prepare(test[: cfg.eval.limit] if cfg.eval.limit else test)
         if cfg.rollout.engine == "vllm":
+            need = max(len(ids) for _, ids in self.train_set + self.test_set) + max(cfg.rollout.max_response_tokens, cfg.eval.max_new_tokens)
+            limit = getattr(self.model.config, "max_position_embeddings", None)
+            if limit is not None and need > limit:
+                raise ConfigError(f"the longest prompt plus the response budget ({need} tokens) exceeds the model's context of "
+                                  f"{limit}; lower data.max_prompt_tokens or the response budgets")
             self.engine = VLLMEngine(cfg.model.path, self.tokenizer, seed=cfg.run.seed,
                                      gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization,
-                                     max_model_len=cfg.data.max_prompt_tokens + max(cfg.rollout.max_response_tokens, cfg.eval.max_new_tokens),
-                                     sleep_mode=cfg.rollout.vllm_sleep)
+                                     max_model_len=need, sleep_mode=cfg.rollout.vllm_sleep)
         else:
             # a sharded model's forward is a collective: ranks keep decoding until all are done
             self.engine = HFEngine(self.model, self.tokenizer, cfg.rollout.generation_batch_size,
