@@ -6,6 +6,8 @@ rollouts in both. Runners:
 
     ours_grpo   srpo_ref.trainer, method.name=grpo
     ours_sdpo   srpo_ref.trainer, method.name=sdpo (top-100 distillation with tail, EMA teacher)
+    ours_srpo   srpo_ref.trainer, method.name=srpo (at equal updates per step: SRPO's step should
+                cost no more than GRPO's)
     trl_grpo    trl.GRPOTrainer
     trl_sdpo    trl.experimental.sdpo.SDPOTrainer (topk_logits, K=100, tail, EMA teacher)
 
@@ -31,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 PROMPTS, ROLLOUTS, NEW_TOKENS, TOPK = 8, 8, 40, 100
-RUNNERS = ("ours_grpo", "ours_sdpo", "trl_grpo", "trl_sdpo")
+RUNNERS = ("ours_grpo", "ours_sdpo", "ours_srpo", "trl_grpo", "trl_sdpo")
 
 
 def _ours(model: str, method: str, steps: int, tmp: str) -> list[float]:
@@ -164,6 +166,8 @@ def main(argv=None) -> None:
     print(f"{'runner':<10} {'median s/step':>14} {'min':>7} {'max':>7} {'peak RSS MB':>12}")
     for r, t in table.items():
         print(f"{r:<10} {t['median_s']:14.3f} {t['min_s']:7.3f} {t['max_s']:7.3f} {t['peak_rss_mb']:12.0f}")
+    if "ours_srpo" in table and "ours_grpo" in table:
+        ratios["ours srpo/grpo"] = table["ours_srpo"]["median_s"] / table["ours_grpo"]["median_s"]
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}x")
     if a.out:
