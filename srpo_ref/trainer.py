@@ -123,19 +123,27 @@ def make_batch(prefixes: list[list[int]], responses: list[list[int]], pad_id: in
     return Batch(ids.to(device), attn.to(device), start.to(device), resp.to(device), mask.to(device))
 
 
-def response_logits(model, batch: Batch, autocast_dtype) -> torch.Tensor:
-    """Logits that predict each response token, ``[B, T, V]``: position ``start + t - 1``."""
-    ctx = torch.autocast(batch.ids.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-    L = batch.ids.shape[1]
-    # Vocabulary logits only from the earliest response window on: prompts can be long and the
-    # vocabulary large, and the prompt positions' logits are never used.
-    keep = L - int(batch.start.min()) + 1
-    with ctx:
-        logits = model(input_ids=batch.ids, attention_mask=batch.attn, logits_to_keep=keep).logits
+def _response_positions(batch: Batch, hidden: torch.Tensor) -> torch.Tensor:
+    """``hidden [B, L, H]`` at the positions that predict each response token: ``[B, T, H]``."""
     T = batch.resp.shape[1]
-    pos = batch.start[:, None] - 1 + torch.arange(T, device=batch.ids.device)[None] - (L - keep)
-    pos = pos.clamp(min=0, max=logits.shape[1] - 1)
-    return logits.gather(1, pos[..., None].expand(-1, -1, logits.shape[-1])).float()
+    pos = (batch.start[:, None] - 1 + torch.arange(T, device=hidden.device)[None]).clamp(min=0, max=hidden.shape[1] - 1)
+    return hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
+def response_logits(model, batch: Batch, autocast_dtype) -> torch.Tensor:
+    """Logits that predict each response token, ``[B, T, V]`` in fp32 (position ``start + t - 1``).
+    Only those positions go through the output layer: a hook on the final norm replaces its
+    output ``[B, L, H]`` by the response positions ``[B, T, H]``, so no logits are computed for
+    prompts, prompt tails of a right-padded batch or padding (inside the model's own forward,
+    where a sharded output layer is gathered)."""
+    ctx = torch.autocast(batch.ids.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    handle = getattr(model, model.base_model_prefix).norm.register_forward_hook(lambda _m, _i, hidden: _response_positions(batch, hidden))
+    try:
+        with ctx:
+            logits = model(input_ids=batch.ids, attention_mask=batch.attn, logits_to_keep=0).logits
+    finally:
+        handle.remove()
+    return logits.float()
 
 
 @torch.no_grad()
@@ -147,12 +155,10 @@ def teacher_statistics(model, batch: Batch, autocast_dtype, topk_ids: torch.Tens
     norm, with the output layer's logits cut to one position), where a sharded model's output
     layer is gathered."""
     ctx = torch.autocast(batch.ids.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-    T = batch.resp.shape[1]
     found = {}
 
     def hook(_module, _inputs, hidden):
-        pos = (batch.start[:, None] - 1 + torch.arange(T, device=hidden.device)[None]).clamp(min=0, max=hidden.shape[1] - 1)
-        h = hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1]))
+        h = _response_positions(batch, hidden)
         found["stats"] = losses.teacher_stats(h, model.get_output_embeddings(), topk_ids, temperature, chunk)
 
     handle = getattr(model, model.base_model_prefix).norm.register_forward_hook(hook)
@@ -224,7 +230,7 @@ class Trainer:
                                   f"{limit}; lower data.max_prompt_tokens or the response budgets")
             self.engine = VLLMEngine(cfg.model.path, self.tokenizer, seed=cfg.run.seed,
                                      gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization,
-                                     max_model_len=need, sleep_mode=cfg.rollout.vllm_sleep)
+                                     max_model_len=need, sleep_mode=cfg.rollout.vllm_sleep, return_logprobs=True)
         else:
             # a sharded model's forward is a collective: ranks keep decoding until all are done
             self.engine = HFEngine(self.model, self.tokenizer, cfg.rollout.generation_batch_size,
@@ -322,11 +328,12 @@ class Trainer:
 
         # teacher prompts only for samples the method distills
         teacher_prefix: dict[int, list[int]] = {}
-        for i in torch.nonzero(routing.to_sdpo).flatten().tolist():
-            pi, s = samples[i]
-            demo_text = samples[routing.demo_index[i]][1].text
-            ids, plen = teacher_input_ids(self.tokenizer, prompts[pi][0].messages, demo_text, s.response_ids, cfg.method.max_demo_tokens)
-            teacher_prefix[i] = ids[:plen]
+        with timer("teacher_forward"):  # building the teacher's prompts is part of its cost
+            for i in torch.nonzero(routing.to_sdpo).flatten().tolist():
+                pi, s = samples[i]
+                demo_text = samples[routing.demo_index[i]][1].text
+                ids, plen = teacher_input_ids(self.tokenizer, prompts[pi][0].messages, demo_text, s.response_ids, cfg.method.max_demo_tokens)
+                teacher_prefix[i] = ids[:plen]
 
         # 4-5. update(s)
         n_updates = cfg.rollout.prompts_per_step // cfg.optim.mini_batch_prompts
@@ -436,6 +443,9 @@ class Trainer:
         pad = self.tokenizer.pad_token_id
         n_tokens = all_sum(torch.tensor(float(sum(len(responses[i]) for i in rows.tolist())), dtype=torch.float64)).item()
         n_sequences = all_sum(torch.tensor(float(len(rows)), dtype=torch.float64)).item()
+        # micro-batches of similar lengths (longest first): less padding; the update's sum is the same
+        length = torch.tensor([len(student_prefix[i]) + len(responses[i]) for i in range(len(responses))])
+        rows = rows[torch.argsort(length[rows], descending=True, stable=True)]
         sdpo_rows = rows[routing.sdpo_coef[rows] > 0]
         grpo_rows = rows[(routing.sdpo_coef[rows] == 0) & (routing.grpo_coef[rows] > 0)]
         metrics: dict[str, float] = {}

@@ -52,7 +52,20 @@ def test_eval_vllm_matches_hf_greedy(tiny_base, tmp_path):
     # greedy decoding: the two engines agree up to fp32 kernel differences on near-ties
     assert abs(a - b) <= 0.1, (a, b)
     rows = [json.loads(l) for l in (tmp_path / "vllm" / "tiny_mcq" / "samples.jsonl").read_text().splitlines()]
+    assert all(s.logprobs is None for g in make_engine_probe(tiny_base) for s in g)  # evaluation asks for none
     assert len(rows) == 48 and {"question_id", "sample", "text", "extracted", "reward", "finish_reason", "tokens"} <= set(rows[0])
+
+
+def make_engine_probe(tiny_base):
+    """Samples from the engine evaluation builds (``evals.run.make_engine``)."""
+    from transformers import AutoTokenizer
+
+    from evals.run import EvalSettings, make_engine
+    from srpo_ref.rollout import SamplingConfig
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    engine = make_engine(str(tiny_base), tok, EvalSettings(backend="vllm"), 256)
+    return engine.generate([tok.encode("Which is true of 7?")], 2, SamplingConfig(1.0, 1.0, 4, 0))
 
 
 def test_vllm_logprobs_match_trainer_logprobs_at_temperature(tiny_base):
@@ -68,7 +81,7 @@ def test_vllm_logprobs_match_trainer_logprobs_at_temperature(tiny_base):
 
     tok = AutoTokenizer.from_pretrained(tiny_base)
     model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
-    engine = VLLMEngine(str(tiny_base), tok, max_model_len=512)
+    engine = VLLMEngine(str(tiny_base), tok, max_model_len=512, return_logprobs=True)
     prompts = [chat_prompt_ids(tok, ex.messages) for ex in tasks.load_task("tiny_mcq", "test")[:4]]
     groups = engine.generate(prompts, 2, SamplingConfig(temperature=0.7, top_p=1.0, max_new_tokens=16, seed=0))
     samples = [(p, s) for p, g in zip(prompts, groups) for s in g]
