@@ -721,6 +721,22 @@ def train(cfg: TrainConfig) -> Path:
     return out
 
 
+def _profile_to_train_config(path: str, overrides: list[str]) -> tuple[str, list[str]]:
+    """A pipeline profile (config/*.yaml, with ``models`` and ``train``) given to --memory-plan
+    stands for its training job on the profile's last (largest) model with a given path."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return path, overrides  # load_config reports it
+    if not (isinstance(raw, dict) and "models" in raw and "train" in raw):
+        return path, overrides
+    paths = [m["path"] for m in raw["models"].values() if m.get("path")]
+    extra = [f"model.path={paths[-1]}"] if paths else []
+    return raw["train"]["config"], [*extra, *raw["train"].get("overrides", []), *overrides]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="srpo-train", description="Train a policy with GRPO, SDPO or SRPO (see srpo_ref/trainer.py).")
     ap.add_argument("--config", required=False, help="YAML config (sections: model, data, rollout, optim, method, eval, run)")
@@ -729,6 +745,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gpus", type=int, default=None, help="--memory-plan: GPUs (ranks) of the run (default: $WORLD_SIZE or 1)")
     ap.add_argument("--gpu-gib", type=float, default=80.0, help="--memory-plan: memory of one GPU in GiB (default 80)")
     a = ap.parse_args(argv)
+    if a.memory_plan and a.config:
+        a.config, a.overrides = _profile_to_train_config(a.config, a.overrides)
     try:
         cfg = load_config(a.config, a.overrides)
     except (ConfigError, tasks.DataNotFound, tasks.DataError) as e:

@@ -58,11 +58,13 @@ def test_paper_profile_fits_8_gpus_of_80_gb_only_sharded():
     assert t["parameters"] + t["gradients"] + t["optimizer"] + t["teacher"] == pytest.approx(20 * replicated["n_params"] + 2 * replicated["n_params"])
 
 
-def test_cli_prints_the_plan_with_the_peak_last():
-    out = subprocess.run([sys.executable, "-m", "srpo_ref.trainer", "--config", "srpo_ref/configs/paper.yaml", "--memory-plan",
+@pytest.mark.parametrize("config", ["srpo_ref/configs/paper.yaml", "config/paper.yaml"])  # a trainer config or a pipeline profile
+def test_cli_prints_the_plan_with_the_peak_last(config):
+    out = subprocess.run([sys.executable, "-m", "srpo_ref.trainer", "--config", config, "--memory-plan",
                           "--gpus", "8"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     for term in ("parameters", "gradients", "optimizer", "teacher", "activations", "logits", "vllm"):
         assert any(line.split()[0] == term for line in lines[1:] if line.strip()), term
     assert lines[-1].startswith("peak per GPU: ") and lines[-1].endswith("GiB of 80 GiB")
+    assert lines[0].startswith("memory plan: 8.191 B parameters, 8 GPU(s) x 80 GiB, sharding=fsdp")  # Qwen3-8B

@@ -68,11 +68,14 @@ rule prechecks:
     threads: EVAL.get("threads", 1)
     params:
         model=lambda wc: model_path(wc.model),
-        n=PRECHECKS.get("n", 64),
-        k=PRECHECKS.get("k", 8),
-        tokens=PRECHECKS.get("max_response_tokens", 512),
+        n=(PRECHECKS or {}).get("n", 64),
+        k=(PRECHECKS or {}).get("k", 8),
+        tokens=(PRECHECKS or {}).get("max_response_tokens", 512),
         backend=EVAL.get("backend", "hf"),
+        temperature=EVAL.get("temperature", 0.6),
+        top_p=EVAL.get("top_p", 0.95),
+        data_dir=DATA_DIR,
     shell:
         "OMP_NUM_THREADS={threads} python -m evals.prechecks --model {params.model} --benchmark {wildcards.benchmark} "
         "--n {params.n} --k {params.k} --max-response-tokens {params.tokens} --backend {params.backend} "
-        "--eval-temperature {EVAL[temperature]} --eval-top-p {EVAL[top_p]} --data-dir {DATA_DIR} --out {output} > {log} 2>&1"
+        "--eval-temperature {params.temperature} --eval-top-p {params.top_p} --data-dir {params.data_dir} --out {output} > {log} 2>&1"

@@ -41,13 +41,3 @@ rule smollm2_from_gguf:
     shell:
         "python -m srpo_ref.smollm2 --out {params.out}{params.warmup} > {log} 2>&1"
 
-
-def format_warmup_command(name):
-    """With models.<name>.format_warmup: convert into <name>_converted, then warm the format up into <name>."""
-    fw = config["models"][name].get("format_warmup")
-    if not fw:
-        return ""
-    out = f"{WORK}/models/{name}"
-    return (f"_converted && OMP_NUM_THREADS=2 python -m srpo_ref.format_warmup --model {out}_converted --out {out} "
-            f"--benchmark {fw['benchmark']} --examples {fw.get('examples', 64)} --epochs {fw.get('epochs', 2)} "
-            f"--lr {fw.get('lr', 1e-4)} --data-dir {DATA_DIR}")
