@@ -22,18 +22,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import time
 from pathlib import Path
 
 from evals.run import EvalSettings, context_length, load_tokenizer, make_engine, provenance
-from srpo_ref import tasks
+from srpo_ref import rewards, tasks
 from srpo_ref.report import interval
 from srpo_ref.rollout import SamplingConfig
 from srpo_ref.teacher import chat_prompt_ids, teacher_input_ids
 
-ANSWER_TAG = re.compile(r"<answer>.*?</answer>", re.DOTALL)
+
+def has_answer_tag(text: str) -> bool:
+    """Format compliance: a closed ``<answer>`` tag, as the MCQ reward extracts it."""
+    return rewards.extract_mcq_answer(text) is not None
+
 CHANCE = {"mcq": 0.25}
 
 
@@ -60,7 +63,7 @@ def run(model: str, benchmark: str, n: int, k: int, rollout: SamplingConfig, eva
     lengths = sorted(len(s.response_ids) for s in flat)
     student_stats = {
         "accuracy": sum(map(sum, scores)) / len(flat),
-        "format_compliance": sum(bool(ANSWER_TAG.search(s.text)) for s in flat) / len(flat),
+        "format_compliance": sum(has_answer_tag(s.text) for s in flat) / len(flat),
         "truncated": sum(s.finish_reason == "length" for s in flat) / len(flat),
         "length_mean": statistics.fmean(lengths),
         "length_p50": lengths[len(lengths) // 2],
@@ -89,7 +92,7 @@ def run(model: str, benchmark: str, n: int, k: int, rollout: SamplingConfig, eva
         s_acc = [statistics.fmean(scores[i][k:]) for i in rows]
         teacher.update({"teacher_accuracy": statistics.fmean(t_acc), "student_accuracy": statistics.fmean(s_acc),
                         "teacher_minus_student": _pct(interval([t - s for t, s in zip(t_acc, s_acc)])),
-                        "teacher_format_compliance": sum(bool(ANSWER_TAG.search(s.text)) for g in t_groups for s in g) / (len(rows) * k)})
+                        "teacher_format_compliance": sum(has_answer_tag(s.text) for g in t_groups for s in g) / (len(rows) * k)})
         teacher["teacher_better"] = teacher["teacher_minus_student"]["low"] > 0
     return {
         "benchmark": benchmark, "model": model, "questions": len(examples), "k": k, "grader": grader,

@@ -27,7 +27,7 @@ import torch
 from srpo_ref import tasks
 from srpo_ref.teacher import chat_prompt_ids
 
-TEMPLATE = "<reasoning>\nI compare the options.\n</reasoning>\n<answer>\n{letter}\n</answer>"
+TEMPLATE = tasks.MCQ_RESPONSE.replace("{reasoning}", "I compare the options.")
 
 
 def warmup(model_path: str, out: Path, benchmark: str, examples: int = 64, epochs: int = 2, batch_size: int = 4,

@@ -373,13 +373,16 @@ def grader_self_check(name: str, data_dir=None, threads: int = 2) -> dict:
     return out
 
 
+# SciKnowEval's answer format (its system prompt), around a reasoning text and a letter.
+MCQ_RESPONSE = "<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{letter}\n</answer>"
+
+
 def reference_responses(ex: Example) -> tuple[str, str]:
     """A response in the expected format carrying the gold answer, and one carrying a wrong
     answer: the graders' self-check (every gold must score 1, every wrong one 0)."""
     if ex.kind == "mcq":
         wrong = "A" if ex.gold != "A" else "B"
-        fmt = "<reasoning>\nBecause.\n</reasoning>\n<answer>\n{}\n</answer>"
-        return fmt.format(ex.gold), fmt.format(wrong)
+        return MCQ_RESPONSE.format(reasoning="Because.", letter=ex.gold), MCQ_RESPONSE.format(reasoning="Because.", letter=wrong)
     if ex.kind == "tooluse":
         calls = json.loads(ex.gold) if isinstance(ex.gold, str) else ex.gold
         bad = [dict(c, Action=c["Action"] + "Wrong") for c in calls]

@@ -466,15 +466,7 @@ class Trainer:
                 if with_teacher:
                     with timer("teacher_forward"), torch.no_grad():
                         tb = make_batch([teacher_prefix[j] for j in idx], resp, pad, self.device)
-                        teacher_model = self.teacher if self.teacher is not None else self.model
-                        if cfg.method.topk is not None:
-                            # memory-lean: only the teacher's top-K log-probs at the student's
-                            # top-K ids, the tail and the entropy, a chunk of positions at a time
-                            topk_ids = logits.detach().topk(min(cfg.method.topk, logits.shape[-1]), dim=-1).indices
-                            teacher_stats = teacher_statistics(teacher_model, tb, self.autocast, topk_ids,
-                                                               cfg.rollout.temperature, cfg.method.logits_chunk)
-                        else:
-                            teacher_logits = response_logits(teacher_model, tb, self.autocast)
+                        teacher_logits, teacher_stats, topk_ids = self._teacher_forward(tb, logits)
                     n_tt = int(tb.attn.sum())
                     tokens["teacher_forward"] += n_tt
                     flops["teacher_forward"] += 2 * self.n_params * n_tt
@@ -521,6 +513,18 @@ class Trainer:
         metrics["tokens_count"] = n_tokens / world()  # each rank reports its share; summed later
         return {"metrics": metrics, "grad_norm": grad_norm, "finite": finite}
 
+    def _teacher_forward(self, tb: Batch, student_logits: torch.Tensor):
+        """The teacher's forward on ``tb``: ``(teacher_logits, teacher_stats, topk_ids)``. With
+        ``method.topk`` (memory-lean) only its top-K log-probs at the student's top-K ids, the tail
+        and the entropy, a chunk of positions at a time; otherwise its full logits."""
+        cfg = self.cfg
+        teacher_model = self.teacher if self.teacher is not None else self.model
+        if cfg.method.topk is None:
+            return response_logits(teacher_model, tb, self.autocast), None, None
+        topk_ids = student_logits.detach().topk(min(cfg.method.topk, student_logits.shape[-1]), dim=-1).indices
+        stats = teacher_statistics(teacher_model, tb, self.autocast, topk_ids, cfg.rollout.temperature, cfg.method.logits_chunk)
+        return None, stats, topk_ids
+
     def _n_micro_batches(self, n_rows: int) -> int:
         """Micro-batches this rank runs for ``n_rows`` samples. Sharded, a forward is a collective,
         so every rank runs as many as the busiest one (the extra ones are ``_dummy_pass``)."""
@@ -534,13 +538,8 @@ class Trainer:
         with contextlib.nullcontext() if backward else torch.no_grad():
             logits = response_logits(self.model, b, self.autocast)
         if with_teacher:
-            teacher_model = self.teacher if self.teacher is not None else self.model
             with torch.no_grad():
-                if self.cfg.method.topk is not None:
-                    ids = logits.detach().topk(min(self.cfg.method.topk, logits.shape[-1]), dim=-1).indices
-                    teacher_statistics(teacher_model, b, self.autocast, ids, self.cfg.rollout.temperature, self.cfg.method.logits_chunk)
-                else:
-                    response_logits(teacher_model, b, self.autocast)
+                self._teacher_forward(b, logits)
         if backward:
             (logits.sum() * 0.0).backward()
 
