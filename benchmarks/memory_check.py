@@ -5,7 +5,8 @@ Runs one real training step (unsharded, one process, fp32, HF engine) and record
 of live tensors (``memory_plan.measure_peak``: the weights loaded before, plus the profiler's
 allocations minus frees during the step). The rollouts are fixed so that the step is the plan's
 worst case: every response is exactly ``rollout.max_response_tokens`` long (a correct or a wrong
-answer padded with filler; half of each group correct, so the teacher runs), and the plan is
+answer padded with filler; half of each group correct, so the teacher runs), every sequence runs
+whole (``optim.shared_prefix=false``: sharing prompts can only lower the peak), and the plan is
 made with ``data.max_prompt_tokens`` set to the step's longest prompt. Prints plan, measurement
 and their ratio as JSON. The plan's generation phase (vLLM's share) is not part of this check.
 """
@@ -55,7 +56,8 @@ class FullLengthRollouts:
 
 def check(model: str, benchmark: str, overrides: list[str]) -> dict:
     cfg = load_config(None, [f"model.path={model}", f"data.benchmark={benchmark}", "run.out_dir=/tmp/memory_check",
-                             "run.device=cpu", "run.sharding=none", "rollout.engine=hf", "eval.val_every=0", *overrides])
+                             "run.device=cpu", "run.sharding=none", "rollout.engine=hf", "eval.val_every=0", "optim.shared_prefix=false",
+                             *overrides])
     trainer = Trainer(cfg)
     prompts, _ = trainer.prompts_for_step(0)
     trainer.engine = FullLengthRollouts(trainer.tokenizer, {tuple(ids): ex for ex, ids in trainer.train_set}, cfg.rollout.max_response_tokens)

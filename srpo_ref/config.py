@@ -59,6 +59,7 @@ class OptimConfig:
     grad_clip: float = 1.0
     mini_batch_prompts: int = 32  # prompts per optimizer update (prompts_per_step / this = updates per step)
     micro_batch_size: int = 8  # sequences per forward/backward
+    shared_prefix: bool = True  # each distinct prefix of a micro-batch computed once (srpo_ref.trainer.make_batch)
 
 
 @dataclass

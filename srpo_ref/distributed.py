@@ -30,9 +30,10 @@ SHARDINGS = ("none", "fsdp")
 
 
 def init(device_type: str) -> None:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL on GPU, gloo on CPU."""
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL for GPU tensors, gloo
+    for CPU ones (the trainer's scalar reductions are CPU tensors, which NCCL alone refuses)."""
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo")
 
 
 def rank() -> int:

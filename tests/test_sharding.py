@@ -22,11 +22,11 @@ def _join(rank, world, port):
     torch.set_num_threads(1)
 
 
-def _steps(rank, world, port, base, out, method, sharding, result):
+def _steps(rank, world, port, base, out, method, sharding, result, micro_batch=3):
     """``STEPS`` training steps on fixed rollouts; rank 0 saves the records and full weights."""
     _join(rank, world, port)
     extra = ["optim.mini_batch_prompts=2"] if method == "grpo" else []
-    cfg = tiny_cfg(base, out, f"method.name={method}", "optim.micro_batch_size=3", f"run.sharding={sharding}", *extra)
+    cfg = tiny_cfg(base, out, f"method.name={method}", f"optim.micro_batch_size={micro_batch}", f"run.sharding={sharding}", *extra)
     trainer = Trainer(cfg)
     trainer.engine = FixedRollouts(trainer.tokenizer)
     recs = [trainer.train_step() for _ in range(STEPS)]
@@ -38,11 +38,13 @@ def _steps(rank, world, port, base, out, method, sharding, result):
         torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("method", ["srpo", "grpo"])
-def test_two_sharded_ranks_match_one_unsharded_process(tiny_base, tmp_path, method):
-    _steps(0, 1, 0, str(tiny_base), str(tmp_path / "single"), method, "none", str(tmp_path / "single.pt"))
-    mp.spawn(_steps, args=(2, _free_port(), str(tiny_base), str(tmp_path / "fsdp"), method, "fsdp", str(tmp_path / "fsdp.pt")),
-             nprocs=2, join=True)
+# micro-batches of 3: several per update, the distilled ones first; of 16: the update is one
+# micro-batch per rank, both branches in it, the weight normaliser summed over ranks before the loss
+@pytest.mark.parametrize("method, micro_batch", [("srpo", 3), ("srpo", 16), ("grpo", 3)])
+def test_two_sharded_ranks_match_one_unsharded_process(tiny_base, tmp_path, method, micro_batch):
+    _steps(0, 1, 0, str(tiny_base), str(tmp_path / "single"), method, "none", str(tmp_path / "single.pt"), 3)
+    mp.spawn(_steps, args=(2, _free_port(), str(tiny_base), str(tmp_path / "fsdp"), method, "fsdp", str(tmp_path / "fsdp.pt"),
+                           micro_batch), nprocs=2, join=True)
     single = torch.load(tmp_path / "single.pt", weights_only=False)
     sharded = torch.load(tmp_path / "fsdp.pt", weights_only=False)
     for a, b in zip(single["recs"], sharded["recs"]):
@@ -53,14 +55,16 @@ def test_two_sharded_ranks_match_one_unsharded_process(tiny_base, tmp_path, meth
         assert sharded["teacher"] is not None
         for name, p in single["teacher"].items():  # the sharded EMA teacher followed the same path
             assert (p - sharded["teacher"][name]).norm() <= 1e-5 * p.norm(), name
-    # After three Adam steps (about lr = 1e-3 per weight each), every weight tensor agrees to 1e-5
-    # relative (norm of the difference over the norm), and every element to 1% of one Adam step:
-    # Adam's normalised step can move a near-zero gradient's weight by a few 1e-6 when the
-    # summation order differs across ranks.
+    # After three steps (up to six Adam updates of about lr = 1e-3 per weight), every weight tensor
+    # agrees to 2e-5 relative (norm of the difference over the norm), and every element to 3% of
+    # one Adam step: Adam's normalised step can move a near-zero gradient's weight by a few 1e-6
+    # when the summation order differs (across ranks; and the unsharded student shares prompt
+    # prefixes, the sharded one runs whole sequences, as the same unsharded run does with
+    # optim.shared_prefix=false to 1.1e-5).
     for name, p in single["params"].items():
         q = sharded["params"][name]
-        assert (p - q).norm() <= 1e-5 * p.norm(), name
-        torch.testing.assert_close(p, q, rtol=0, atol=1e-5)
+        assert (p - q).norm() <= 2e-5 * p.norm(), name
+        torch.testing.assert_close(p, q, rtol=0, atol=3e-5)
     from transformers import AutoModelForCausalLM
 
     start = AutoModelForCausalLM.from_pretrained(tiny_base).state_dict()

@@ -142,9 +142,9 @@ def test_two_ranks_match_one_process(tiny_base, tmp_path, method):
     if method == "srpo":
         assert single["rec"]["frac_sdpo"] > 0  # the distillation branch and its normaliser are exercised
     # Adam's first step is about lr * sign(g) = 1e-3 per weight; summation order across ranks can
-    # move a near-zero gradient's normalised step slightly, so compare to 1% of the step size.
+    # move a near-zero gradient's normalised step slightly, so compare to 3% of the step size.
     for name, p in single["params"].items():
-        torch.testing.assert_close(p, double["params"][name], atol=1e-5, rtol=0)
+        torch.testing.assert_close(p, double["params"][name], atol=3e-5, rtol=0)
     assert single["rec"]["grad_norm"] > 0 and single["rec"]["lr"] > 0
     from transformers import AutoModelForCausalLM
 
@@ -188,3 +188,97 @@ def test_resume_keeps_one_step0_validation_and_drops_a_torn_line(tiny_base, tmp_
     val = [json.loads(l) for l in (out / "val.jsonl").read_text().splitlines()]
     assert [v["step"] for v in val].count(0) == 1
     assert [json.loads(l)["step"] for l in (out / "steps.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_shared_prefix_batch_matches_whole_sequences(tiny_base):
+    """``make_batch(share_prefix=True)`` (each distinct prefix once, its KV cache expanded to the
+    rows) gives the logits, gradients and teacher statistics of whole sequences: prefixes of
+    different lengths, one of a single token, several shared by many rows, an empty response."""
+    from transformers import AutoModelForCausalLM
+
+    from srpo_ref.trainer import make_batch, response_logits, teacher_statistics
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32).train()
+    V = model.config.vocab_size
+    g = torch.Generator().manual_seed(0)
+    distinct = [torch.randint(3, V, (n,), generator=g).tolist() for n in (11, 4, 1, 7)]
+    prefixes = [distinct[i % 4] for i in range(10)]
+    responses = [torch.randint(3, V, (int(n),), generator=g).tolist() for n in torch.randint(1, 9, (10,), generator=g)]
+    responses[5] = []
+    out = {}
+    for share in (False, True):
+        model.zero_grad()
+        b = make_batch(prefixes, responses, 0, "cpu", share_prefix=share)
+        logits = response_logits(model, b, None)
+        weights = torch.randn(logits.shape, generator=torch.Generator().manual_seed(1))
+        ((logits * weights).sum(-1) * b.mask).sum().backward()
+        topk = logits.detach().topk(5, dim=-1).indices
+        stats = teacher_statistics(model, b, None, topk, 1.0, None)
+        out[share] = (logits * b.mask[..., None], {n: p.grad.clone() for n, p in model.named_parameters()},
+                      stats.logp * b.mask[..., None], stats.entropy * b.mask, b.tokens())
+    (l0, g0, s0, e0, n0), (l1, g1, s1, e1, n1) = out[False], out[True]
+    torch.testing.assert_close(l1, l0, rtol=0, atol=1e-5)
+    torch.testing.assert_close(s1, s0, rtol=0, atol=1e-5)
+    torch.testing.assert_close(e1, e0, rtol=0, atol=1e-5)
+    for name, grad in g0.items():
+        assert (g1[name] - grad).norm() <= 1e-5 * grad.norm(), name
+    assert n0 == sum(len(p) + len(r) for p, r in zip(prefixes, responses))
+    assert n1 == sum(len(p) - 1 for p in distinct) + sum(max(1, len(r)) for r in responses)  # each prefix once
+
+
+def _fixed_steps(base, out, *extra, steps=2):
+    trainer = Trainer(tiny_cfg(base, out, "method.name=srpo", *extra))
+    trainer.engine = FixedRollouts(trainer.tokenizer)
+    recs = [trainer.train_step() for _ in range(steps)]
+    return recs, {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, \
+        {k: v.detach().clone() for k, v in trainer.teacher.state_dict().items()}
+
+
+def test_shared_prefix_and_one_pass_update_give_the_plain_update(tiny_base, tmp_path):
+    """Whole sequences with the distilled micro-batches first (``shared_prefix=false``, 3 per
+    micro-batch) against: shared prefixes; shared prefixes with both branches in the update's
+    one micro-batch (16) and the weight normaliser summed before the loss; gradient
+    checkpointing (student on whole sequences, teacher shared). Same losses, weight
+    statistics, gradient norms, weights and EMA teacher after two SRPO steps."""
+    plain = _fixed_steps(tiny_base, tmp_path / "plain", "optim.shared_prefix=false", "optim.micro_batch_size=3")
+    assert all(r["frac_sdpo"] > 0 and r["frac_grpo"] > 0 for r in plain[0])  # both branches every step
+    variants = {
+        "shared": ("optim.micro_batch_size=3",),
+        "one_pass": ("optim.micro_batch_size=16",),
+        "checkpointing": ("optim.micro_batch_size=3", "model.gradient_checkpointing=true"),
+    }
+    for name, extra in variants.items():
+        recs, params, teacher = _fixed_steps(tiny_base, tmp_path / name, *extra)
+        for a, b in zip(plain[0], recs):
+            for k in ("loss", "loss_grpo", "loss_sdpo", "grad_norm", "weight_mean", "weight_std", "weight_max",
+                      "teacher_entropy_mean"):
+                assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), (name, a["step"], k)
+            assert b["tokens"] == a["tokens"] and b["flops"] == a["flops"], name  # the cost model is the method's
+        # per element within 3% of one Adam step (lr 1e-3): a near-zero gradient's normalised step
+        # moves with the summation order
+        for ref, got in ((plain[1], params), (plain[2], teacher)):
+            for k, p in ref.items():
+                assert (got[k] - p).norm() <= 1e-5 * p.norm(), (name, k)
+                torch.testing.assert_close(got[k], p, rtol=0, atol=3e-5)
+        if name != "checkpointing":
+            assert recs[0]["tokens_computed"]["update"] < recs[0]["tokens"]["update"]
+        assert recs[0]["tokens_computed"]["teacher_forward"] < recs[0]["tokens"]["teacher_forward"]
+
+
+def test_hf_generation_prefills_each_prompt_once_with_the_same_samples(tiny_base):
+    """The HF engine's shared prefill (each prompt once, its cache repeated for the ``n`` samples)
+    draws the same tokens as ``generate`` prefilling every copy; prompts of different lengths."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from srpo_ref import tasks
+    from srpo_ref.rollout import HFEngine, SamplingConfig
+    from srpo_ref.teacher import chat_prompt_ids
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
+    prompts = [chat_prompt_ids(tok, ex.messages)[: 60 - 9 * i] for i, ex in enumerate(tasks.load_task("tiny_mcq", "train")[:5])]
+    sampling = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=12, seed=7)
+    got = {shared: [[s.response_ids for s in group] for group in HFEngine(model, tok, shared_prefill=shared).generate(prompts, 4, sampling)]
+           for shared in (False, True)}
+    assert got[True] == got[False]
+    assert len({tuple(r) for group in got[True] for r in group}) > 5  # really sampled, not one sequence
