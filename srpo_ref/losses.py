@@ -550,22 +550,18 @@ def srpo_objective(
     total = (l_grpo * grpo_tok * row_scale).sum()
 
     sdpo_rows = routing.sdpo_coef > 0
-    metrics = {
-        "tokens_count": float(mask.sum()),
-        "grpo_tokens_count": float((mask * (routing.grpo_coef[:, None].to(mask) > 0)).sum()),
-        "sdpo_tokens_count": 0.0,
-        "grpo_loss_sum": float(grpo_sum.detach()),
-        "sdpo_loss_sum": 0.0,
-        "teacher_entropy_sum": 0.0,
-        "weight_sum": 0.0,
-        "weight_sq_sum": 0.0,
-        "weight_min": float("inf"),
-        "weight_max": float("-inf"),
+    # metrics stay on the device until one transfer at the end (one host sync, not one per value)
+    values = {
+        "tokens_count": mask.sum(),
+        "grpo_tokens_count": (mask * (routing.grpo_coef[:, None].to(mask) > 0)).sum(),
+        "grpo_loss_sum": grpo_sum.detach(),
     }
-    if bool(sdpo_rows.any()):
+    metrics = {"sdpo_tokens_count": 0.0, "sdpo_loss_sum": 0.0, "teacher_entropy_sum": 0.0, "weight_sum": 0.0,
+               "weight_sq_sum": 0.0, "weight_min": float("inf"), "weight_max": float("-inf")}
+    rows = torch.nonzero(sdpo_rows).flatten()
+    if len(rows):
         if student_logits is None or (teacher_logits is None and teacher is None):
             raise ValueError("samples are routed to SDPO but the student's logits or the teacher's were not given")
-        rows = torch.nonzero(sdpo_rows).flatten()
         smask = mask[rows]
         if teacher is not None:
             if topk_ids is None or cfg.topk is None:
@@ -583,17 +579,18 @@ def srpo_objective(
         if tis is not None:
             rho = rho * tis[rows]
         per_token = routing.sdpo_coef[rows][:, None].to(mask) * weights * rho * l_sdpo * smask
-        sdpo_sum = per_token.sum()
         total = total + (per_token * row_scale[rows]).sum()
-        valid_w = weights[smask > 0]
-        metrics.update(
-            sdpo_tokens_count=float(smask.sum()),
-            sdpo_loss_sum=float(sdpo_sum.detach()),
-            sdpo_divergence_sum=float((l_sdpo.detach() * smask).sum()),
-            teacher_entropy_sum=float((entropy * smask).sum()),
-            weight_sum=float(valid_w.sum()),
-            weight_sq_sum=float((valid_w**2).sum()),
-            weight_min=float(valid_w.min()) if valid_w.numel() else float("inf"),
-            weight_max=float(valid_w.max()) if valid_w.numel() else float("-inf"),
+        valid = smask > 0
+        w = weights.detach()
+        values.update(
+            sdpo_tokens_count=smask.sum(),
+            sdpo_loss_sum=per_token.detach().sum(),
+            sdpo_divergence_sum=(l_sdpo.detach() * smask).sum(),
+            teacher_entropy_sum=(entropy * smask).sum(),
+            weight_sum=(w * valid).sum(),
+            weight_sq_sum=(w**2 * valid).sum(),
+            weight_min=torch.where(valid, w, torch.inf).min(),  # inf / -inf when no token is valid
+            weight_max=torch.where(valid, w, -torch.inf).max(),
         )
+    metrics.update(zip(values, torch.stack([v.float() for v in values.values()]).tolist()))
     return total / denominator, metrics

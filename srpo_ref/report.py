@@ -523,13 +523,17 @@ def figures(steps: pd.DataFrame, val: pd.DataFrame, cost: pd.DataFrame, methods:
             c = last[last["model"] == model].set_index("method")
             fig, ax = plt.subplots(figsize=(8.0, 3.8))
             bottom = pd.Series(0.0, index=c.index)
+            # the profile's own unit: seconds for wall-clock budgets; otherwise the deterministic
+            # FLOPs (seconds then depend on the machine's load)
+            prefix, divisor, ylabel, what = (("s_", 1.0, "seconds per step", "time") if unit == "seconds"
+                                             else ("flops_", 1e9, "GFLOPs per step", "compute"))
             for ph in PHASES:
-                vals = c[f"s_{ph}"].fillna(0.0)
+                vals = c[f"{prefix}{ph}"].fillna(0.0) / divisor
                 if vals.sum() > 0:
                     ax.bar(c.index, vals, bottom=bottom, label=ph)
                     bottom += vals
-            ax.set_ylabel("seconds per step")
-            ax.set_title(f"{model}: where a step's time goes (window {last['budget'].iloc[0]})", fontsize=10)
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{model}: where a step's {what} goes (window {last['budget'].iloc[0]})", fontsize=10)
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
             ax.grid(alpha=0.3, axis="y")
             save(fig, f"cost_phases_{model}")

@@ -121,11 +121,10 @@ class Batch:
     prefix_ids: torch.Tensor | None = None
     prefix_attn: torch.Tensor | None = None
     prefix_index: torch.Tensor | None = None
+    n_computed: int = 0  # tokens the forward processes (each shared prefix once), counted on the host
 
     def tokens(self) -> int:
-        """Tokens this forward processes (each shared prefix once)."""
-        n = int(self.attn[:, -self.ids.shape[1]:].sum())
-        return n + (int(self.prefix_attn.sum()) if self.prefix_ids is not None else 0)
+        return self.n_computed
 
 
 def make_batch(prefixes: list[list[int]], responses: list[list[int]], pad_id: int, device,
@@ -146,7 +145,8 @@ def make_batch(prefixes: list[list[int]], responses: list[list[int]], pad_id: in
         ids[i, : len(s)] = torch.tensor(s)
         attn[i, : len(s)] = 1
     start = torch.tensor([len(p) for p in prefixes])
-    return Batch(ids.to(device), attn.to(device), start.to(device), resp.to(device), mask.to(device))
+    return Batch(ids.to(device), attn.to(device), start.to(device), resp.to(device), mask.to(device),
+                 n_computed=sum(len(s) for s in seqs))
 
 
 def _shared_prefix_batch(prefixes, responses, resp, mask, pad_id, device) -> Batch:
@@ -168,8 +168,9 @@ def _shared_prefix_batch(prefixes, responses, resp, mask, pad_id, device) -> Bat
         suffix_attn[i, : len(row)] = 1
     attn = torch.cat([prefix_attn[index], suffix_attn], dim=1)
     position = torch.tensor([len(p) - 1 for p in prefixes])[:, None] + torch.arange(T)[None]
+    n_computed = sum(len(h) for h in heads) + int(suffix_attn.sum())
     return Batch(ids.to(device), attn.to(device), None, resp.to(device), mask.to(device), position.to(device),
-                 prefix_ids.to(device), prefix_attn.to(device), index.to(device))
+                 prefix_ids.to(device), prefix_attn.to(device), index.to(device), n_computed)
 
 
 def _response_positions(batch: Batch, hidden: torch.Tensor) -> torch.Tensor:
