@@ -38,6 +38,11 @@ figs = sorted(figdir.glob("*.png"))
 rel = lambda p: Path(p).relative_to(out.parent)
 prov = provenance()
 prov.pop("argv", None)
+# the commits the training runs were made with (the report may be regenerated at a later one)
+run_commits: dict[str, int] = {}
+for f in sorted(Path(snakemake.params.runs).glob("**/provenance.json")):
+    c = json.loads(f.read_text()).get("git_commit") or "unknown"
+    run_commits[c] = run_commits.get(c, 0) + 1
 models = {m: json.loads(Path(f"{snakemake.params.work}/models/{m}/warmup.json").read_text()).get("accuracy")
           for m, s in cfg["models"].items() if s["source"] == "tiny" and Path(f"{snakemake.params.work}/models/{m}/warmup.json").exists()}
 budget_line = report.budget_text(budgets, unit)
@@ -121,7 +126,7 @@ SRPO's margins against the paper's (benchmark average):
 
 - base models: {json.dumps({m: s for m, s in cfg['models'].items()})}
 - tiny base-model accuracy after warm-up (greedy / sampled T=1 / self-teacher with a demonstration): {json.dumps(models) if models else 'n/a'}
-- code: commit `{prov['git_commit']}`{' (uncommitted changes present)' if prov['git_dirty'] else ''}
+- code: report generated at commit `{prov['git_commit']}`{' (uncommitted changes present)' if prov['git_dirty'] else ''}; training runs at {', '.join(f"`{c}` ({n} run{'s' if n > 1 else ''})" for c, n in run_commits.items()) or 'n/a'}
 - software: Python {prov['python']}, torch {prov['torch']}, transformers {prov['transformers']}
 - hardware: {prov['platform']}, {prov['cpu_count']} CPUs, GPU: {prov['cuda'] or 'none'}
 - per-run config, provenance and step records: `work/{cfg['profile']}/runs/<model>/<benchmark>/<method>/seed<k>/`
