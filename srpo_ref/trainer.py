@@ -191,21 +191,28 @@ def _forward(model, batch: Batch, autocast_dtype, on_final_norm, logits_to_keep:
     suffixes; gradients flow through the cache into the prefix pass."""
     ctx = torch.autocast(batch.ids.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     kwargs: dict = {"use_cache": False}
+    anchor = None
     with ctx:
         if batch.prefix_ids is not None:
             from transformers import DynamicCache
 
             cache = DynamicCache(config=model.config)
             position = (batch.prefix_attn.cumsum(-1) - 1).clamp(min=0)
-            model(input_ids=batch.prefix_ids, attention_mask=batch.prefix_attn, position_ids=position,
-                  past_key_values=cache, use_cache=True, logits_to_keep=1)
+            prefix_logits = model(input_ids=batch.prefix_ids, attention_mask=batch.prefix_attn, position_ids=position,
+                                  past_key_values=cache, use_cache=True, logits_to_keep=1).logits
             cache.batch_select_indices(batch.prefix_index)
             kwargs = {"past_key_values": cache, "use_cache": True, "position_ids": batch.position}
+            if torch.is_grad_enabled() and distributed.is_sharded(model):
+                # A zero that depends on the prefix pass's output: the backward then reaches every
+                # layer of that pass through its output, where FSDP's pre-backward hook gathers the
+                # layer's weights; through the cache alone it would meet them resharded.
+                anchor = torch.nan_to_num(prefix_logits, nan=0.0, posinf=0.0, neginf=0.0).sum() * 0.0
         handle = getattr(model, model.base_model_prefix).norm.register_forward_hook(on_final_norm)
         try:
-            return model(input_ids=batch.ids, attention_mask=batch.attn, logits_to_keep=logits_to_keep, **kwargs).logits
+            logits = model(input_ids=batch.ids, attention_mask=batch.attn, logits_to_keep=logits_to_keep, **kwargs).logits
         finally:
             handle.remove()
+    return logits if anchor is None else logits + anchor
 
 
 def response_logits(model, batch: Batch, autocast_dtype) -> torch.Tensor:
@@ -270,12 +277,10 @@ class Trainer:
         self.n_params = sum(p.numel() for p in self.model.parameters())
         # Each distinct prefix (a question's prompt, a teacher prompt with its demonstration) runs
         # once per micro-batch and its KV cache serves all its rollouts: the same numbers as whole
-        # sequences up to summation order. The no-grad teacher always shares. The student runs
-        # whole sequences under gradient checkpointing (layers are recomputed without a cache)
-        # and under FSDP (gradients reach the prefix pass through the cache, not through a
-        # layer's output, so FSDP's pre-backward hook would not gather the layer's weights).
+        # sequences up to summation order. The no-grad teacher always shares; the student runs
+        # whole sequences under gradient checkpointing (layers are recomputed without a cache).
         self.share_teacher = cfg.optim.shared_prefix
-        self.share_student = cfg.optim.shared_prefix and not cfg.model.gradient_checkpointing and not self.sharded
+        self.share_student = cfg.optim.shared_prefix and not cfg.model.gradient_checkpointing
         if self.sharded:  # the teacher is sharded exactly like the student, so EMA runs shard by shard
             distributed.shard(self.model, compute_dtype, self.device)
             if self.teacher is not None:

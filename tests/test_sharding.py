@@ -58,9 +58,9 @@ def test_two_sharded_ranks_match_one_unsharded_process(tiny_base, tmp_path, meth
     # After three steps (up to six Adam updates of about lr = 1e-3 per weight), every weight tensor
     # agrees to 2e-5 relative (norm of the difference over the norm), and every element to 3% of
     # one Adam step: Adam's normalised step can move a near-zero gradient's weight by a few 1e-6
-    # when the summation order differs (across ranks; and the unsharded student shares prompt
-    # prefixes, the sharded one runs whole sequences, as the same unsharded run does with
-    # optim.shared_prefix=false to 1.1e-5).
+    # when the summation order differs (across ranks, and each rank's micro-batches share prompt
+    # prefixes among other rows; the same unsharded GRPO run with optim.shared_prefix true and
+    # false differs by 1.1e-5).
     for name, p in single["params"].items():
         q = sharded["params"][name]
         assert (p - q).norm() <= 2e-5 * p.norm(), name
