@@ -123,12 +123,11 @@ class Batch:
     prefix_index: torch.Tensor | None = None
     n_computed: int = 0  # tokens the forward processes (each shared prefix once), counted on the host
 
-    def tokens(self) -> int:
-        return self.n_computed
-
 
 def make_batch(prefixes: list[list[int]], responses: list[list[int]], pad_id: int, device,
                share_prefix: bool = False) -> Batch:
+    """The forward's batch for rows ``prefix + response``: whole sequences, or with
+    ``share_prefix`` each distinct prefix once (see ``Batch``)."""
     T = max(1, max(len(r) for r in responses))
     resp = torch.full((len(responses), T), pad_id, dtype=torch.long)
     mask = torch.zeros(len(responses), T)
@@ -517,7 +516,7 @@ class Trainer:
                            self.share_student)
             lp = losses.token_logprobs(response_logits(self.model, b, self.autocast), b.resp, self.cfg.rollout.temperature)
             out[idx, : lp.shape[1]] = (lp * b.mask).cpu()
-            n_computed += b.tokens()
+            n_computed += b.n_computed
         return out, n_computed
 
     def _update(self, rows, routing, advantages, student_prefix, responses, teacher_prefix, logp_old_all, logp_rollout,
@@ -573,7 +572,7 @@ class Trainer:
                         teacher_logits, teacher_stats, topk_ids = _to_rows(local, logits.shape[:2], teacher_logits,
                                                                            teacher_stats, topk_ids)
                 n_tt = sum(len(teacher_prefix[idx[k]]) + len(resp[k]) for k in local)
-                computed["teacher_forward"] += tb.tokens()
+                computed["teacher_forward"] += tb.n_computed
                 tokens["teacher_forward"] += n_tt
                 flops["teacher_forward"] += 2 * self.n_params * n_tt
             normaliser = 1.0 if local else None  # raw weights; divided by the step's mean later
@@ -601,7 +600,7 @@ class Trainer:
                 # gradients are averaged over ranks (below, or by FSDP): scaled here to a sum
                 (loss * world()).backward()
             n_st = sum(len(student_prefix[j]) + len(resp[k]) for k, j in enumerate(idx))
-            computed["update"] += b.tokens()
+            computed["update"] += b.n_computed
             tokens["update"] += n_st
             flops["update"] += 6 * self.n_params * n_st
             _accumulate(metrics, m)

@@ -215,7 +215,7 @@ def test_shared_prefix_batch_matches_whole_sequences(tiny_base):
         topk = logits.detach().topk(5, dim=-1).indices
         stats = teacher_statistics(model, b, None, topk, 1.0, None)
         out[share] = (logits * b.mask[..., None], {n: p.grad.clone() for n, p in model.named_parameters()},
-                      stats.logp * b.mask[..., None], stats.entropy * b.mask, b.tokens())
+                      stats.logp * b.mask[..., None], stats.entropy * b.mask, b.n_computed)
     (l0, g0, s0, e0, n0), (l1, g1, s1, e1, n1) = out[False], out[True]
     torch.testing.assert_close(l1, l0, rtol=0, atol=1e-5)
     torch.testing.assert_close(s1, s0, rtol=0, atol=1e-5)
