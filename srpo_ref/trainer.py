@@ -182,25 +182,73 @@ def _response_positions(batch: Batch, hidden: torch.Tensor) -> torch.Tensor:
     return hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1]))
 
 
+@contextlib.contextmanager
+def _set_on(modules, **attrs):
+    """Set attributes on each module for the duration of the block."""
+    old = [{k: getattr(m, k) for k in attrs} for m in modules]
+    for m in modules:
+        for k, v in attrs.items():
+            setattr(m, k, v)
+    try:
+        yield
+    finally:
+        for m, saved in zip(modules, old):
+            for k, v in saved.items():
+                setattr(m, k, v)
+
+
+def _prefix_caches():
+    """The two KV caches of a shared-prefix forward, both safe under gradient checkpointing (a
+    layer recomputed in the backward must see exactly what it saw in the forward):
+
+    - ``StoreOnce`` for the prefix pass: each layer stores its keys and values on its first call;
+      a recomputed layer gets its recomputed ones back and nothing is appended;
+    - ``ReadOnly`` for the suffix pass: each layer's prefix keys and values (expanded to the rows)
+      with the new tokens' appended, the cache itself never extended."""
+    from transformers import DynamicCache
+
+    class StoreOnce(DynamicCache):
+        def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+            layer = self.layers[layer_idx]
+            if not layer.is_initialized:
+                layer.lazy_initialization(key_states, value_states)
+                layer.keys, layer.values = key_states, value_states
+            return key_states, value_states
+
+    class ReadOnly(DynamicCache):
+        def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+            layer = self.layers[layer_idx]
+            return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
+
+    return StoreOnce, ReadOnly
+
+
 def _forward(model, batch: Batch, autocast_dtype, on_final_norm, logits_to_keep: int):
     """The model's forward on ``batch`` with ``on_final_norm`` hooked on the final norm of the
     pass over the response positions. A shared-prefix batch runs two passes through the whole
     model (so a sharded model's collectives stay the same on every rank): the distinct
     prefixes once into a KV cache, which is then expanded to the rows and attended by the
-    suffixes; gradients flow through the cache into the prefix pass."""
+    suffixes; gradients flow through the cache into the prefix pass. Under gradient
+    checkpointing both passes are checkpointed (``_prefix_caches``)."""
     ctx = torch.autocast(batch.ids.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     kwargs: dict = {"use_cache": False}
     anchor = None
+    layers = getattr(model, model.base_model_prefix).layers
+    # a checkpointed layer keeps the cache (HF drops it otherwise): see _prefix_caches
+    keep_cache = (lambda: _set_on(layers, _can_checkpoint_with_cache=True)) if batch.prefix_ids is not None \
+        else contextlib.nullcontext
     with ctx:
         if batch.prefix_ids is not None:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=model.config)
+            StoreOnce, ReadOnly = _prefix_caches()
+            cache = StoreOnce(config=model.config)
             position = (batch.prefix_attn.cumsum(-1) - 1).clamp(min=0)
-            prefix_logits = model(input_ids=batch.prefix_ids, attention_mask=batch.prefix_attn, position_ids=position,
-                                  past_key_values=cache, use_cache=True, logits_to_keep=1).logits
-            cache.batch_select_indices(batch.prefix_index)
-            kwargs = {"past_key_values": cache, "use_cache": True, "position_ids": batch.position}
+            with keep_cache():
+                prefix_logits = model(input_ids=batch.prefix_ids, attention_mask=batch.prefix_attn, position_ids=position,
+                                      past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            expanded = ReadOnly(config=model.config)
+            expanded.layers = [copy.copy(layer) for layer in cache.layers]  # the prefix pass's own stay as they are
+            expanded.batch_select_indices(batch.prefix_index)
+            kwargs = {"past_key_values": expanded, "use_cache": True, "position_ids": batch.position}
             if torch.is_grad_enabled() and distributed.is_sharded(model):
                 # A zero that depends on the prefix pass's output: the backward then reaches every
                 # layer of that pass through its output, where FSDP's pre-backward hook gathers the
@@ -208,7 +256,8 @@ def _forward(model, batch: Batch, autocast_dtype, on_final_norm, logits_to_keep:
                 anchor = torch.nan_to_num(prefix_logits, nan=0.0, posinf=0.0, neginf=0.0).sum() * 0.0
         handle = getattr(model, model.base_model_prefix).norm.register_forward_hook(on_final_norm)
         try:
-            logits = model(input_ids=batch.ids, attention_mask=batch.attn, logits_to_keep=logits_to_keep, **kwargs).logits
+            with keep_cache():
+                logits = model(input_ids=batch.ids, attention_mask=batch.attn, logits_to_keep=logits_to_keep, **kwargs).logits
         finally:
             handle.remove()
     return logits if anchor is None else logits + anchor
@@ -268,7 +317,9 @@ class Trainer:
         # fp32 master weights; forwards run under autocast when model.dtype asks for it.
         self.model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=torch.float32).to(self.device)
         if cfg.model.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+            # non-reentrant: gradients also reach tensors a layer reads from outside its arguments
+            # (a shared prefix's cache)
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model.train()
         self.teacher = None
         if cfg.method.teacher in ("ema", "frozen") and cfg.method.name not in ("grpo",):
@@ -276,10 +327,8 @@ class Trainer:
         self.n_params = sum(p.numel() for p in self.model.parameters())
         # Each distinct prefix (a question's prompt, a teacher prompt with its demonstration) runs
         # once per micro-batch and its KV cache serves all its rollouts: the same numbers as whole
-        # sequences up to summation order. The no-grad teacher always shares; the student runs
-        # whole sequences under gradient checkpointing (layers are recomputed without a cache).
-        self.share_teacher = cfg.optim.shared_prefix
-        self.share_student = cfg.optim.shared_prefix and not cfg.model.gradient_checkpointing
+        # sequences up to summation order.
+        self.share_prefix = cfg.optim.shared_prefix
         if self.sharded:  # the teacher is sharded exactly like the student, so EMA runs shard by shard
             distributed.shard(self.model, compute_dtype, self.device)
             if self.teacher is not None:
@@ -513,7 +562,7 @@ class Trainer:
                 self._dummy_pass(with_teacher=False, backward=False)
                 continue
             b = make_batch([prefixes[j] for j in idx], [responses[j] for j in idx], self.tokenizer.pad_token_id, self.device,
-                           self.share_student)
+                           self.share_prefix)
             lp = losses.token_logprobs(response_logits(self.model, b, self.autocast), b.resp, self.cfg.rollout.temperature)
             out[idx, : lp.shape[1]] = (lp * b.mask).cpu()
             n_computed += b.n_computed
@@ -556,7 +605,7 @@ class Trainer:
                 return
             resp = [responses[j] for j in idx]
             with timer("update"):
-                b = make_batch([student_prefix[j] for j in idx], resp, self.tokenizer.pad_token_id, self.device, self.share_student)
+                b = make_batch([student_prefix[j] for j in idx], resp, self.tokenizer.pad_token_id, self.device, self.share_prefix)
                 logits = response_logits(self.model, b, self.autocast)
             local = [k for k, j in enumerate(idx) if routing.sdpo_coef[j] > 0]
             if normalise_here and self.sharded and distributed.max_over_ranks(int(bool(local))) > 0 and not local:
@@ -566,7 +615,7 @@ class Trainer:
             if local:
                 with timer("teacher_forward"), torch.no_grad():
                     tb = make_batch([teacher_prefix[idx[k]] for k in local], [resp[k] for k in local],
-                                    self.tokenizer.pad_token_id, self.device, self.share_teacher)
+                                    self.tokenizer.pad_token_id, self.device, self.share_prefix)
                     teacher_logits, teacher_stats, topk_ids = self._teacher_forward(tb, logits[local])
                     if len(local) < len(idx):  # rows of the micro-batch; the loss reads only distilled ones
                         teacher_logits, teacher_stats, topk_ids = _to_rows(local, logits.shape[:2], teacher_logits,
@@ -672,14 +721,14 @@ class Trainer:
         the student's (unless ``student`` is false), then the teacher's (``with_teacher``).
         ``keep_graph`` returns the student's logits for the caller's own backward instead."""
         pad = self.tokenizer.pad_token_id
-        b = make_batch([[pad, pad]], [[pad]], pad, self.device, self.share_student)
+        b = make_batch([[pad, pad]], [[pad]], pad, self.device, self.share_prefix)
         logits = None
         if student:
             with contextlib.nullcontext() if backward or keep_graph else torch.no_grad():
                 logits = response_logits(self.model, b, self.autocast)
         if with_teacher:
             with torch.no_grad():
-                tb = make_batch([[pad, pad]], [[pad]], pad, self.device, self.share_teacher)
+                tb = make_batch([[pad, pad]], [[pad]], pad, self.device, self.share_prefix)
                 self._teacher_forward(tb, logits if logits is not None else torch.zeros(1, 1, self.model.config.vocab_size,
                                                                                         device=self.device))
         if backward:

@@ -22,10 +22,11 @@ def _join(rank, world, port):
     torch.set_num_threads(1)
 
 
-def _steps(rank, world, port, base, out, method, sharding, result, micro_batch=3):
+def _steps(rank, world, port, base, out, method, sharding, result, micro_batch=3, checkpointing=False):
     """``STEPS`` training steps on fixed rollouts; rank 0 saves the records and full weights."""
     _join(rank, world, port)
     extra = ["optim.mini_batch_prompts=2"] if method == "grpo" else []
+    extra += ["model.gradient_checkpointing=true"] if checkpointing else []
     cfg = tiny_cfg(base, out, f"method.name={method}", f"optim.micro_batch_size={micro_batch}", f"run.sharding={sharding}", *extra)
     trainer = Trainer(cfg)
     trainer.engine = FixedRollouts(trainer.tokenizer)
@@ -39,12 +40,13 @@ def _steps(rank, world, port, base, out, method, sharding, result, micro_batch=3
 
 
 # micro-batches of 3: several per update, the distilled ones first; of 16: the update is one
-# micro-batch per rank, both branches in it, the weight normaliser summed over ranks before the loss
+# micro-batch per rank, both branches in it, the weight normaliser summed over ranks before the
+# loss, and the sharded ranks recompute their layers (gradient checkpointing, shared prefixes)
 @pytest.mark.parametrize("method, micro_batch", [("srpo", 3), ("srpo", 16), ("grpo", 3)])
 def test_two_sharded_ranks_match_one_unsharded_process(tiny_base, tmp_path, method, micro_batch):
     _steps(0, 1, 0, str(tiny_base), str(tmp_path / "single"), method, "none", str(tmp_path / "single.pt"), 3)
     mp.spawn(_steps, args=(2, _free_port(), str(tiny_base), str(tmp_path / "fsdp"), method, "fsdp", str(tmp_path / "fsdp.pt"),
-                           micro_batch), nprocs=2, join=True)
+                           micro_batch, micro_batch == 16), nprocs=2, join=True)
     single = torch.load(tmp_path / "single.pt", weights_only=False)
     sharded = torch.load(tmp_path / "fsdp.pt", weights_only=False)
     for a, b in zip(single["recs"], sharded["recs"]):
