@@ -47,6 +47,14 @@ def stop_token_ids(tokenizer, model) -> list[int]:
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 
+def prefill(model, ids: torch.Tensor, attn: torch.Tensor, cache) -> torch.Tensor:
+    """Run the padded prefixes ``ids`` (``attn`` marks their tokens, left or right padding) into
+    the KV ``cache``, positions counted over real tokens as ``generate`` numbers them; returns the
+    last position's logits."""
+    return model(input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0),
+                 past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+
+
 class HFEngine:
     name = "hf"
 
@@ -85,7 +93,10 @@ class HFEngine:
             if self.shared_prefill and not greedy and n > 1 and width > 1:
                 # every prompt but its last token once, then the cache repeated for the n samples:
                 # generate computes only the last prompt token and the new ones
-                cache = self._prefill(ids[:, :-1], attn[:, :-1])
+                from transformers import DynamicCache
+
+                cache = DynamicCache(config=model.config)
+                prefill(model, ids[:, :-1], attn[:, :-1], cache)
                 cache.batch_repeat_interleave(n)
                 ids, attn = ids.repeat_interleave(n, dim=0), attn.repeat_interleave(n, dim=0)
                 extra = {"num_return_sequences": 1, "past_key_values": cache}
@@ -114,14 +125,6 @@ class HFEngine:
             model.train()
         return out
 
-    def _prefill(self, ids: torch.Tensor, attn: torch.Tensor):
-        """A KV cache of the left-padded ``ids`` (positions as ``generate`` numbers them)."""
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
-        self.model(input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0),
-                   past_key_values=cache, use_cache=True, logits_to_keep=1)
-        return cache
 
 
 class VLLMEngine:

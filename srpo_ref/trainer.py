@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
@@ -67,7 +68,7 @@ import torch.distributed as dist
 
 from srpo_ref import checkpoint, distributed, losses, sandbox, tasks
 from srpo_ref.config import ConfigError, TrainConfig, load_config
-from srpo_ref.rollout import HFEngine, SamplingConfig, VLLMEngine
+from srpo_ref.rollout import HFEngine, SamplingConfig, VLLMEngine, prefill
 from srpo_ref.teacher import chat_prompt_ids, teacher_input_ids
 
 PHASES = ("generate", "reward", "old_logprob", "teacher_forward", "update", "teacher_ema")
@@ -197,6 +198,7 @@ def _set_on(modules, **attrs):
                 setattr(m, k, v)
 
 
+@functools.cache
 def _prefix_caches():
     """The two KV caches of a shared-prefix forward, both safe under gradient checkpointing (a
     layer recomputed in the backward must see exactly what it saw in the forward):
@@ -241,10 +243,8 @@ def _forward(model, batch: Batch, autocast_dtype, on_final_norm, logits_to_keep:
         if batch.prefix_ids is not None:
             StoreOnce, ReadOnly = _prefix_caches()
             cache = StoreOnce(config=model.config)
-            position = (batch.prefix_attn.cumsum(-1) - 1).clamp(min=0)
             with keep_cache():
-                prefix_logits = model(input_ids=batch.prefix_ids, attention_mask=batch.prefix_attn, position_ids=position,
-                                      past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+                prefix_logits = prefill(model, batch.prefix_ids, batch.prefix_attn, cache)
             expanded = ReadOnly(config=model.config)
             expanded.layers = [copy.copy(layer) for layer in cache.layers]  # the prefix pass's own stay as they are
             expanded.batch_select_indices(batch.prefix_index)
@@ -325,10 +325,6 @@ class Trainer:
         if cfg.method.teacher in ("ema", "frozen") and cfg.method.name not in ("grpo",):
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.n_params = sum(p.numel() for p in self.model.parameters())
-        # Each distinct prefix (a question's prompt, a teacher prompt with its demonstration) runs
-        # once per micro-batch and its KV cache serves all its rollouts: the same numbers as whole
-        # sequences up to summation order.
-        self.share_prefix = cfg.optim.shared_prefix
         if self.sharded:  # the teacher is sharded exactly like the student, so EMA runs shard by shard
             distributed.shard(self.model, compute_dtype, self.device)
             if self.teacher is not None:
@@ -562,7 +558,7 @@ class Trainer:
                 self._dummy_pass(with_teacher=False, backward=False)
                 continue
             b = make_batch([prefixes[j] for j in idx], [responses[j] for j in idx], self.tokenizer.pad_token_id, self.device,
-                           self.share_prefix)
+                           self.cfg.optim.shared_prefix)
             lp = losses.token_logprobs(response_logits(self.model, b, self.autocast), b.resp, self.cfg.rollout.temperature)
             out[idx, : lp.shape[1]] = (lp * b.mask).cpu()
             n_computed += b.n_computed
@@ -599,13 +595,13 @@ class Trainer:
                 if self.sharded and distributed.max_over_ranks(0) > 0:
                     with timer("teacher_forward"), torch.no_grad():
                         self._dummy_pass(with_teacher=True, backward=False, student=False)
-                self._weight_normaliser(None, None)
+                self._mean_weight(0.0, 0.0)
                 with timer("update"):
                     (logits.sum() * 0.0).backward()
                 return
             resp = [responses[j] for j in idx]
             with timer("update"):
-                b = make_batch([student_prefix[j] for j in idx], resp, self.tokenizer.pad_token_id, self.device, self.share_prefix)
+                b = make_batch([student_prefix[j] for j in idx], resp, self.tokenizer.pad_token_id, self.device, cfg.optim.shared_prefix)
                 logits = response_logits(self.model, b, self.autocast)
             local = [k for k, j in enumerate(idx) if routing.sdpo_coef[j] > 0]
             if normalise_here and self.sharded and distributed.max_over_ranks(int(bool(local))) > 0 and not local:
@@ -615,7 +611,7 @@ class Trainer:
             if local:
                 with timer("teacher_forward"), torch.no_grad():
                     tb = make_batch([teacher_prefix[idx[k]] for k in local], [resp[k] for k in local],
-                                    self.tokenizer.pad_token_id, self.device, self.share_prefix)
+                                    self.tokenizer.pad_token_id, self.device, cfg.optim.shared_prefix)
                     teacher_logits, teacher_stats, topk_ids = self._teacher_forward(tb, logits[local])
                     if len(local) < len(idx):  # rows of the micro-batch; the loss reads only distilled ones
                         teacher_logits, teacher_stats, topk_ids = _to_rows(local, logits.shape[:2], teacher_logits,
@@ -626,13 +622,14 @@ class Trainer:
                 flops["teacher_forward"] += 2 * self.n_params * n_tt
             normaliser = 1.0 if local else None  # raw weights; divided by the step's mean later
             if normalise_here:
-                entropy, distilled_mask = None, None
+                raw_sum, count = 0.0, 0.0
                 if local:  # both are the micro-batch's rows; only the distilled ones count
                     entropy = (teacher_stats.entropy if teacher_stats is not None
                                else losses.teacher_entropy(teacher_logits, cfg.rollout.temperature))
                     distilled_mask = torch.zeros_like(b.mask)
                     distilled_mask[local] = b.mask[local]
-                normaliser = self._weight_normaliser(entropy, distilled_mask)
+                    raw_sum, count = losses.entropy_weight_sum(entropy, distilled_mask, self.loss_cfg.beta)
+                normaliser = self._mean_weight(raw_sum, count)
             with timer("update"):
                 logp = losses.token_logprobs(logits, b.resp, cfg.rollout.temperature)
                 T = logp.shape[1]
@@ -670,8 +667,7 @@ class Trainer:
         else:
             # a. distilled samples first; their gradients then get the step-wide weight normaliser
             run(sdpo_rows, with_teacher=True)
-            raw = all_sum(torch.tensor([metrics.get("weight_sum", 0.0), metrics.get("sdpo_tokens_count", 0.0)], dtype=torch.float64))
-            mean_w = (raw[0] / raw[1]).item() if raw[1] > 0 else 1.0
+            mean_w = self._mean_weight(metrics.get("weight_sum", 0.0), metrics.get("sdpo_tokens_count", 0.0))
             if mean_w != 1.0:
                 for p in self.model.parameters():
                     if p.grad is not None:
@@ -691,10 +687,11 @@ class Trainer:
         metrics["tokens_count"] = n_tokens / world()  # each rank reports its share; summed later
         return {"metrics": metrics, "grad_norm": grad_norm, "finite": finite}
 
-    def _weight_normaliser(self, entropy: torch.Tensor | None, mask: torch.Tensor | None) -> float:
-        """The mean raw entropy weight over the update's distilled tokens on every rank (1.0 when
-        there are none). Every rank calls it once per single-micro-batch update."""
-        raw_sum, count = losses.entropy_weight_sum(entropy, mask, self.loss_cfg.beta) if entropy is not None else (0.0, 0.0)
+    @staticmethod
+    def _mean_weight(raw_sum, count) -> float:
+        """The step-wide weight normaliser: this rank's sum of raw entropy weights and count of
+        distilled tokens, summed over ranks, divided (1.0 when nothing was distilled). A
+        collective: every rank calls it once per update."""
         raw = all_sum(torch.tensor([float(raw_sum), float(count)], dtype=torch.float64))
         return (raw[0] / raw[1]).item() if raw[1] > 0 else 1.0
 
@@ -721,14 +718,14 @@ class Trainer:
         the student's (unless ``student`` is false), then the teacher's (``with_teacher``).
         ``keep_graph`` returns the student's logits for the caller's own backward instead."""
         pad = self.tokenizer.pad_token_id
-        b = make_batch([[pad, pad]], [[pad]], pad, self.device, self.share_prefix)
+        b = make_batch([[pad, pad]], [[pad]], pad, self.device, self.cfg.optim.shared_prefix)
         logits = None
         if student:
             with contextlib.nullcontext() if backward or keep_graph else torch.no_grad():
                 logits = response_logits(self.model, b, self.autocast)
         if with_teacher:
             with torch.no_grad():
-                tb = make_batch([[pad, pad]], [[pad]], pad, self.device, self.share_prefix)
+                tb = make_batch([[pad, pad]], [[pad]], pad, self.device, self.cfg.optim.shared_prefix)
                 self._teacher_forward(tb, logits if logits is not None else torch.zeros(1, 1, self.model.config.vocab_size,
                                                                                         device=self.device))
         if backward:
