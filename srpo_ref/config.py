@@ -60,6 +60,9 @@ class OptimConfig:
     mini_batch_prompts: int = 32  # prompts per optimizer update (prompts_per_step / this = updates per step)
     micro_batch_size: int = 8  # sequences per forward/backward
     shared_prefix: bool = True  # each distinct prefix of a micro-batch computed once (srpo_ref.trainer.make_batch)
+    # auto: old log-probs only when a step makes several updates (exactly on-policy otherwise);
+    # always: every method recomputes them, as the SDPO authors' verl does (cost parity)
+    old_logprob: str = "auto"
 
 
 @dataclass
@@ -264,6 +267,7 @@ _CHOICES = [
     ("rollout.engine", ("hf", "vllm")),
     ("method.teacher", ("ema", "frozen", "live")),
     ("method.loss_agg", ("token_mean", "seq_mean_token_mean")),
+    ("optim.old_logprob", ("auto", "always")),
     ("run.budget_unit", ("seconds", "flops", "tokens", "steps")),
     ("run.device", ("auto", "cpu", "cuda")),
     ("run.sharding", ("none", "fsdp")),

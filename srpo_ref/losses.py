@@ -375,6 +375,8 @@ class _TopKLogProbs(torch.autograd.Function):
 def topk_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0, chunk: int | None = None) -> torch.Tensor:
     """``[log p(ids), log(1 - sum p(ids))]`` under ``softmax(logits / temperature)``:
     ``[B, T, V], [B, T, K] -> [B, T, K + 1]``, differentiable, in chunks of positions."""
+    if ids.shape[:-1] != logits.shape[:-1]:
+        raise ValueError(f"ids {tuple(ids.shape)} must index the positions of logits {tuple(logits.shape)}")
     return _TopKLogProbs.apply(logits, ids, temperature, auto_chunk(logits.shape[-1], chunk))
 
 
@@ -396,6 +398,8 @@ def teacher_stats(hidden: torch.Tensor, head, ids: torch.Tensor, temperature: fl
     """The teacher's ``TeacherStats`` from its final hidden states ``[B, T, H]`` and output
     layer ``head`` (hidden -> logits), a chunk of positions at a time: no ``[B, T, V]`` tensor."""
     B, T, H = hidden.shape
+    if ids.dim() != 3 or ids.shape[:2] != (B, T):
+        raise ValueError(f"top-K ids {tuple(ids.shape)} must be [B, T, K] for the teacher's positions {(B, T)}")
     K = ids.shape[-1]
     flat_h, fid = hidden.reshape(-1, H), ids.reshape(-1, K)
     logp = torch.empty(B * T, K + 1, device=hidden.device)
@@ -563,6 +567,10 @@ def srpo_objective(
         if student_logits is None or (teacher_logits is None and teacher is None):
             raise ValueError("samples are routed to SDPO but the student's logits or the teacher's were not given")
         smask = mask[rows]
+        for name, x in (("student_logits", student_logits), ("teacher_logits", teacher_logits), ("topk_ids", topk_ids),
+                        ("teacher.logp", None if teacher is None else teacher.logp)):
+            if x is not None and tuple(x.shape[:2]) != tuple(mask.shape):
+                raise ValueError(f"{name} {tuple(x.shape)} does not cover the mask's rows and positions {tuple(mask.shape)}")
         if teacher is not None:
             if topk_ids is None or cfg.topk is None:
                 raise ValueError("teacher stats need the student's top-K ids (and method.topk set)")

@@ -15,7 +15,10 @@ counters every step and validation record carries.
 
 Verdicts (``verdict``): a claim is *reproduced* only when the 95% t-interval over seeds (paired
 by seed) of the quantity it is about excludes zero in the paper's direction, *contradicted* when
-it excludes zero the other way, and *inconclusive (n seeds)* otherwise.
+it excludes zero the other way, and *inconclusive (n seeds)* otherwise. The cost claims have two
+rules before that one (``COST_VERDICT_RULE``): *not like-for-like* when the two methods ran
+different execution policies, and *mechanism absent in this profile* against GRPO when GRPO's
+response length does not grow.
 Every table is written as CSV and Markdown; the paper's numbers stand beside ours where they
 exist (``../shared/paper/*.csv``), with the difference and the spread across seeds.
 """
@@ -292,6 +295,61 @@ def table2(val: pd.DataFrame, budgets: list[dict], variants: list[str], benchmar
 # ----------------------------------------------------------------------------- cost
 
 
+# the phases whose FLOPs the breakdown and the cost claims' decomposition show
+BREAKDOWN_PHASES = ("generate", "old_logprob", "teacher_forward", "update")
+
+# Fixed before any run: when a cost claim is decided, and when it is not.
+COST_VERDICT_RULE = (
+    "Cost claims (SRPO cheaper per step than GRPO / SDPO, in FLOPs) compare like with like: when SRPO and the other method "
+    "differ in execution policy in the window (one pays the old-log-prob pass and the other does not), the verdict is "
+    "*not like-for-like (what differs)*, never reproduced or contradicted. Against GRPO the paper attributes the saving to "
+    "(i) the teacher running on routed samples only and (ii) SRPO's responses being shorter than GRPO's, whose length grows "
+    "over training; so when the 95% t-interval over GRPO runs (model x benchmark x seed) of the least-squares slope of "
+    "GRPO's mean response length over the window's steps contains 0 or lies below it, the verdict is *mechanism absent in "
+    "this profile* and the measured FLOPs difference stays in the evidence. Against SDPO (teacher on fewer samples, which "
+    "can always occur) only the like-for-like guard applies. Otherwise the report's verdict rule (the 95% t-interval over seeds) decides. The evidence of both "
+    "carries SRPO minus the other method in GFLOPs/step per phase, averaged over seeds.")
+
+
+def _pays_old_logprob(steps: pd.DataFrame) -> bool:
+    """Whether these steps paid the old-log-prob pass (its FLOPs are recorded as > 0)."""
+    return bool("flops_old_logprob" in steps and (steps["flops_old_logprob"].fillna(0) > 0).any())
+
+
+def _updates_per_step(steps: pd.DataFrame) -> float:
+    """Optimizer updates per step (``nan`` for records written before the trainer recorded them)."""
+    return float(steps["updates"].mean()) if "updates" in steps and steps["updates"].notna().any() else float("nan")
+
+
+def _execution_policy(steps: pd.DataFrame) -> dict:
+    """What a method's steps executed, as opposed to what the method is: the columns of the
+    cost table that say whether two rows can be compared like with like."""
+    return {"old_logprob_pass": _pays_old_logprob(steps), "updates_per_step": _updates_per_step(steps)}
+
+
+def _updates_text(updates: float) -> str:
+    return "?" if pd.isna(updates) else f"{updates:g}"
+
+
+def configuration_differences(cost: pd.DataFrame) -> str:
+    """One sentence naming the phases that differ between methods by configuration rather than by
+    method: today the old-log-prob pass, which ``optim.old_logprob=auto`` runs only for steps
+    with several optimizer updates (GRPO's mini-batches)."""
+    head = "Phases that differ between methods by configuration, not by method: "
+    if cost.empty or "old_logprob_pass" not in cost:
+        return head + "unknown (no execution-policy columns)."
+    by_method = cost.groupby("method", sort=False)
+    pays = by_method["old_logprob_pass"].any()
+    updates = by_method["updates_per_step"].mean()
+    payers, others = [m for m in pays.index if pays[m]], [m for m in pays.index if not pays[m]]
+    if payers and others:
+        upd = lambda ms: "/".join(sorted({_updates_text(updates[m]) for m in ms}))  # noqa: E731
+        return (head + f"old_logprob: paid by {', '.join(payers)} only (at {upd(payers)} updates/step; {', '.join(others)} make "
+                f"{upd(others)} and skip it: optim.old_logprob=auto runs it only for steps with several updates), so the FLOPs "
+                "columns compare those methods under different execution policies.")
+    return head + f"none: every method runs the same execution policy (old-log-prob pass: {'yes' if payers else 'no'})."
+
+
 def cost_table(steps: pd.DataFrame, budgets: list[dict], methods: list[str], benchmarks: list[str] | None = None,
                unit: str = "seconds") -> pd.DataFrame:
     """FLOPs per step (the deterministic cost), seconds per step (total and per phase; read from
@@ -330,6 +388,7 @@ def cost_table(steps: pd.DataFrame, budgets: list[dict], methods: list[str], ben
                 row["teacher_forward_share_flops"] = row["flops_teacher_forward"] / total_flops if total_flops else float("nan")
                 row["frac_sdpo"] = per_run["frac_sdpo"].mean()
                 row["response_length"] = per_run["response_length_mean"].mean()
+                row.update(_execution_policy(w))
                 rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
@@ -340,6 +399,20 @@ def cost_table(steps: pd.DataFrame, budgets: list[dict], methods: list[str], ben
             df[name] = [getattr(r, col) / ref[(r.model, r.benchmarks, r.budget)] - 1 if (r.model, r.benchmarks, r.budget) in ref.index else float("nan")
                         for r in df.itertuples()]
     return df
+
+
+def phase_breakdown_markdown(cost: pd.DataFrame) -> list[str]:
+    """GFLOPs per step by phase, with each row's execution policy beside it, so that a difference
+    in total FLOPs can be traced to the phase (and the configuration) it comes from."""
+    lines = ["FLOPs per step by phase (GFLOPs/step) and execution policy:", "",
+             "| model | benchmarks | method | window | " + " | ".join(BREAKDOWN_PHASES) + " | total | old-log-prob pass | updates/step |",
+             "|" + "---|" * (len(BREAKDOWN_PHASES) + 7)]
+    for r in cost.to_dict("records"):
+        phases = " | ".join(f"{r.get(f'flops_{ph}', 0.0) / 1e9:.3f}" for ph in BREAKDOWN_PHASES)
+        pays = r.get("old_logprob_pass")
+        lines.append(f"| {r['model']} | {r['benchmarks']} | {r['method']} | {r['budget']} | {phases} | {r['flops_per_step'] / 1e9:.3f} | "
+                     f"{'?' if pays is None else 'yes' if pays else 'no'} | {_updates_text(r.get('updates_per_step', float('nan')))} |")
+    return lines
 
 
 def cost_markdown(cost: pd.DataFrame, paper_cost: pd.DataFrame, budgets: list[dict], reference_model: str = "Qwen3-8B",
@@ -365,6 +438,7 @@ def cost_markdown(cost: pd.DataFrame, paper_cost: pd.DataFrame, budgets: list[di
                      f"{pct(r.flops_vs_sdpo)} | {r.s_per_step:.3f} | {'–' if p is None else f'{p:.1f}'} | {r.s_generate:.3f} | "
                      f"{r.s_teacher_forward:.3f} | {r.s_update:.3f} | {r.s_old_logprob:.3f} | {r.teacher_forward_share_time * 100:.1f}% / "
                      f"{r.teacher_forward_share_flops * 100:.1f}% | {r.frac_sdpo:.2f} | {r.response_length:.1f} |")
+    lines += ["", *phase_breakdown_markdown(cost), "", configuration_differences(cost), "", COST_VERDICT_RULE]
     if paired:
         lines += ["", f"Paired wall-clock benchmark (`benchmarks/step_cost.py`: methods interleaved in one process, same prompts and "
                   f"seeds, {paired['rounds']} rounds on {paired['benchmark']}): median s/step [min, max]", "",
@@ -555,12 +629,61 @@ def _paired(a: dict, b: dict, fn=lambda x, y: x - y) -> list[float]:
     return [fn(a[k], b[k]) for k in sorted(set(a) & set(b))]
 
 
+def _in_window(steps: pd.DataFrame, method: str, benchmarks: list[str], budget: float, unit: str) -> pd.DataFrame:
+    s = steps[(steps["method"] == method) & steps["benchmark"].isin(benchmarks)]
+    return s[s[UNITS[unit]] <= budget * (1 + 1e-9) + 1e-9]
+
+
 def _window_means(steps: pd.DataFrame, method: str, benchmarks: list[str], budget: float, unit: str, col: str) -> dict:
     """seed -> mean of ``col`` over the steps inside the window, averaged over ``benchmarks``."""
-    s = steps[(steps["method"] == method) & steps["benchmark"].isin(benchmarks)]
-    s = s[s[UNITS[unit]] <= budget * (1 + 1e-9) + 1e-9]
+    s = _in_window(steps, method, benchmarks, budget, unit)
     per_run = s.groupby(["benchmark", "seed"])[col].mean().reset_index()
     return {int(seed): g[col].mean() for seed, g in per_run.groupby("seed") if g["benchmark"].nunique() == len(benchmarks)}
+
+
+def _with_phase_flops(steps: pd.DataFrame) -> pd.DataFrame:
+    """Every phase's FLOPs column (0 where a phase was not run or not recorded) and their sum."""
+    cols = {f"flops_{p}": steps[f"flops_{p}"].fillna(0.0) if f"flops_{p}" in steps else 0.0 for p in PHASES}
+    out = steps.assign(**cols)
+    return out.assign(flops_step=sum(out[c] for c in cols))
+
+
+def _phase_decomposition_text(flops: pd.DataFrame, other: str, benchmarks: list[str], budget: float, unit: str) -> str:
+    """SRPO minus ``other`` in GFLOPs/step, phase by phase, averaged over the seeds both have:
+    where the total difference comes from."""
+    parts, n = [], 0
+    for ph in BREAKDOWN_PHASES:
+        s, o = (_window_means(flops, m, benchmarks, budget, unit, f"flops_{ph}") for m in ("srpo", other))
+        diffs = _paired(s, o)
+        n = len(diffs)
+        parts.append(f"{ph} {sum(diffs) / n / 1e9:+.3f}" if n else f"{ph} –")
+    return f"SRPO - {other.upper()} by phase, GFLOPs/step (mean over {n} seeds): " + ", ".join(parts)
+
+
+def _policy_difference(steps: pd.DataFrame, other: str, benchmarks: list[str], budget: float, unit: str) -> tuple[bool, str]:
+    """(whether SRPO and ``other`` ran different execution policies in the window, a description)."""
+    pol = {m: _execution_policy(_in_window(steps, m, benchmarks, budget, unit)) for m in ("srpo", other)}
+    yes_no = lambda m: "yes" if pol[m]["old_logprob_pass"] else "no"  # noqa: E731
+    if pol["srpo"]["old_logprob_pass"] != pol[other]["old_logprob_pass"]:
+        at = lambda m: f"{m} {yes_no(m)} at {_updates_text(pol[m]['updates_per_step'])} updates/step"  # noqa: E731
+        return True, f"old-log-prob pass: {at(other)}, {at('srpo')}"
+    return False, f"old-log-prob pass {yes_no('srpo')} for both"
+
+
+def _grpo_length_mechanism_absent(steps: pd.DataFrame, benchmarks: list[str], budget: float, unit: str) -> str | None:
+    """The verdict when the mechanism the paper credits for SRPO's saving against GRPO (GRPO's
+    responses growing longer than SRPO's) is not there: the slope of GRPO's mean response length
+    over the window's steps, one per run, has a 95% interval that does not lie above 0. ``None``
+    when the mechanism is present (or cannot be measured: no GRPO run), so the normal rule applies."""
+    grpo = _in_window(steps, "grpo", benchmarks, budget, unit)
+    if grpo.empty or "response_length_mean" not in grpo:
+        return None
+    slopes = [_slope(run, "response_length_mean") for _, run in grpo.groupby(["model", "benchmark", "seed"])]
+    grows, iv = verdict(slopes, +1, "runs")
+    if grows == "reproduced" or iv[3] == 0:
+        return None
+    return (f"mechanism absent in this profile (GRPO's response length does not grow: slope "
+            f"{interval_text(iv, 1.0, 3, ' tokens/step')})")
 
 
 def claims(steps: pd.DataFrame, val: pd.DataFrame, budgets: list[dict], unit: str, benchmarks: list[str],
@@ -569,9 +692,10 @@ def claims(steps: pd.DataFrame, val: pd.DataFrame, budgets: list[dict], unit: st
     95% interval over seeds, paired by seed) and the numbers behind it."""
     out = []
 
-    def add(text, values, sign, evidence, scale=100.0, digits=1, unit_txt=" pts", noun="seeds", what="difference"):
+    def add(text, values, sign, evidence, scale=100.0, digits=1, unit_txt=" pts", noun="seeds", what="difference", override=None):
         v, iv = verdict(values, sign, noun)
-        out.append({"claim": text, "verdict": v, "evidence": f"{evidence}; {what} {interval_text(iv, scale, digits, unit_txt)}"})
+        # ``override``: a verdict fixed by a rule that comes before the interval (the cost claims')
+        out.append({"claim": text, "verdict": override or v, "evidence": f"{evidence}; {what} {interval_text(iv, scale, digits, unit_txt)}"})
 
     if val.empty:
         return out
@@ -617,14 +741,21 @@ def claims(steps: pd.DataFrame, val: pd.DataFrame, budgets: list[dict], unit: st
         add("SRPO runs the teacher on fewer tokens per step than SDPO", _paired(tok["srpo"], tok["sdpo"], lambda a, b: a / b - 1), -1,
             f"{sum(tok['srpo'].values()) / max(len(tok['srpo']), 1):.0f} vs {sum(tok['sdpo'].values()) / max(len(tok['sdpo']), 1):.0f} tokens/step",
             scale=100.0, unit_txt="%")
-        flops = steps.assign(flops_step=sum(steps.get(f"flops_{p}", 0) for p in PHASES))
+        flops = _with_phase_flops(steps)
         fl = {m: _window_means(flops, m, benchmarks, w, unit, "flops_step") for m in ("srpo", "grpo", "sdpo")}
         for other, paper in (("grpo", "-17.2%"), ("sdpo", "-9.4%")):
             ev = (f"{sum(fl['srpo'].values()) / max(len(fl['srpo']), 1) / 1e9:.3f} vs "
                   f"{sum(fl[other].values()) / max(len(fl[other]), 1) / 1e9:.3f} GFLOPs/step")
+            ev += "; " + _phase_decomposition_text(flops, other, benchmarks, w, unit)
+            policy_diff, policy_txt = _policy_difference(flops, other, benchmarks, w, unit)
+            ev += f"; execution policy: {policy_txt}"
             if paired_cost and other in paired_cost["methods"] and "srpo" in paired_cost["methods"]:
                 ps, po = paired_cost["methods"]["srpo"]["median"], paired_cost["methods"][other]["median"]
                 ev += f"; paired wall-clock {ps:.3f} vs {po:.3f} s/step ({(ps / po - 1) * 100:+.1f}%)"
+            # the like-for-like guard first: a difference in execution policy is not a difference in method
+            override = f"not like-for-like ({policy_txt})" if policy_diff else None
+            if override is None and other == "grpo":
+                override = _grpo_length_mechanism_absent(steps, benchmarks, w, unit)
             add(f"SRPO is cheaper per step than {other.upper()} in the {last['label']} window (FLOPs; paper wall-clock: {paper})",
-                _paired(fl["srpo"], fl[other], lambda a, b: a / b - 1), -1, ev, scale=100.0, unit_txt="%")
+                _paired(fl["srpo"], fl[other], lambda a, b: a / b - 1), -1, ev, scale=100.0, unit_txt="%", override=override)
     return out

@@ -16,6 +16,7 @@ reason ("stop" or "length") and, where the engine provides them, the log-probs i
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -55,22 +56,39 @@ def prefill(model, ids: torch.Tensor, attn: torch.Tensor, cache) -> torch.Tensor
                  past_key_values=cache, use_cache=True, logits_to_keep=1).logits
 
 
+def trim_generated(row: list[int], eos_ids: list[int]) -> tuple[list[int], str]:
+    """``generate``'s new tokens for one sequence -> ``(response ids, finish reason)``: cut after
+    the first end-of-sequence id ("stop"; what follows is ``generate``'s padding), else the whole
+    row ("length"). A row that never stopped was never padded, so every token in it was sampled,
+    a sampled pad id included: nothing is removed."""
+    stop = next((k for k, t in enumerate(row) if t in eos_ids), None)
+    return (row[: stop + 1], "stop") if stop is not None else (list(row), "length")
+
+
 class HFEngine:
     name = "hf"
 
-    def __init__(self, model, tokenizer, batch_size: int = 256, synced: bool = False, shared_prefill: bool = True):
+    def __init__(self, model, tokenizer, batch_size: int = 256, synced: bool = False, shared_prefill: bool = True,
+                 autocast_dtype: torch.dtype | None = None):
         # synced: the model is sharded across ranks, so every rank runs decoding steps until all
         # ranks are done (HF's ``synced_gpus``); the prompt counts per rank must then be equal.
+        # autocast_dtype: sample under the same autocast as the trainer's forwards (model.dtype),
+        # so rollouts come from the policy the update differentiates.
         self.model, self.tokenizer, self.batch_size, self.synced = model, tokenizer, batch_size, synced
-        self.shared_prefill = shared_prefill
+        self.shared_prefill, self.autocast_dtype = shared_prefill, autocast_dtype
 
     def sync_weights(self, model) -> None:
         self.model = model
 
-    @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig) -> list[list[Sample]]:
+        device = next(self.model.parameters()).device
+        autocast = torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype else contextlib.nullcontext()
+        with autocast:
+            return self._generate(prompt_ids, n, sampling, device)
+
+    @torch.no_grad()
+    def _generate(self, prompt_ids, n, sampling, device) -> list[list[Sample]]:
         tok, model = self.tokenizer, self.model
-        device = next(model.parameters()).device
         eos_ids = stop_token_ids(tok, model)
         eos = eos_ids[0]
         pad = tok.pad_token_id if tok.pad_token_id is not None else eos
@@ -112,13 +130,7 @@ class HFEngine:
             for i in range(len(chunk)):
                 group = []
                 for j in range(n):
-                    row = gen[i * n + j].tolist()
-                    stop = next((k for k, t in enumerate(row) if t in eos_ids), None)
-                    if stop is not None:
-                        row, reason = row[: stop + 1], "stop"
-                    else:
-                        row = [t for t in row if t != pad] if pad not in eos_ids else row
-                        reason = "length"
+                    row, reason = trim_generated(gen[i * n + j].tolist(), eos_ids)
                     group.append(Sample(row, tok.decode(row, skip_special_tokens=True), reason))
                 out.append(group)
         if was_training:

@@ -80,6 +80,11 @@ PHASES = ("generate", "reward", "old_logprob", "teacher_forward", "update", "tea
 rank, world, all_sum = distributed.rank, distributed.world, distributed.all_sum
 
 
+# Salts of a step's random draws (step_seed): every draw has its own, and rank r's generation
+# uses GENERATION_SALT + 1000 r, so no rank's sampling seed equals another draw's.
+DATA_ORDER_SALT, GENERATION_SALT, DEMO_SALT, VALIDATION_SALT = 1, 2, 3, 99
+
+
 def step_seed(seed: int, step: int, salt: int = 0) -> int:
     return (seed * 1_000_003 + step * 7_919 + salt * 104_729) % (2**31 - 1)
 
@@ -356,7 +361,7 @@ class Trainer:
         else:
             # a sharded model's forward is a collective: ranks keep decoding until all are done
             self.engine = HFEngine(self.model, self.tokenizer, cfg.rollout.generation_batch_size,
-                                   synced=self.sharded and world() > 1)
+                                   synced=self.sharded and world() > 1, autocast_dtype=self.autocast)
         self.step = 0
         # training consumed so far (validation excluded), in every budget unit
         self.train_seconds, self.train_flops, self.train_tokens = 0.0, 0.0, 0
@@ -389,7 +394,7 @@ class Trainer:
         for k in range(step * P, (step + 1) * P):
             epoch, pos = divmod(k, n)
             order = list(range(n))
-            random.Random(step_seed(self.cfg.run.seed, epoch, salt=1)).shuffle(order)
+            random.Random(step_seed(self.cfg.run.seed, epoch, salt=DATA_ORDER_SALT)).shuffle(order)
             chosen.append(self.train_set[order[pos]])
         share = M // world()
         mine = [u * M + rank() * share + j for u in range(P // M) for j in range(share)]
@@ -410,7 +415,7 @@ class Trainer:
         # 1. generate
         prompts, global_prompt = self.prompts_for_step(step)
         sampling = SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_response_tokens,
-                                  step_seed(cfg.run.seed, step, salt=2 + rank()))
+                                  step_seed(cfg.run.seed, step, salt=GENERATION_SALT + 1000 * rank()))
         with timer("generate"):
             groups = self.engine.generate([ids for _, ids in prompts], G, sampling)
         samples = [(pi, s) for pi, group in enumerate(groups) for s in group]
@@ -431,7 +436,7 @@ class Trainer:
         all_keys, all_rewards = distributed.all_gather_cat(sample_key), distributed.all_gather_cat(rewards)
         order = torch.argsort(all_keys)  # the step's samples in global prompt order
         routing = losses.route_samples(all_rewards[order], all_keys[order] // G, cfg.method.name, cfg.method.success_threshold,
-                                       generator=torch.Generator().manual_seed(step_seed(cfg.run.seed, step, salt=3)))
+                                       generator=torch.Generator().manual_seed(step_seed(cfg.run.seed, step, salt=DEMO_SALT)))
         position = torch.empty_like(order)
         position[order] = torch.arange(len(order))
         mine = position[rank() * n_local : (rank() + 1) * n_local]  # my samples' places in that order
@@ -463,7 +468,7 @@ class Trainer:
         per_rank_mb = cfg.optim.mini_batch_prompts // world()
         sample_rows = torch.arange(len(samples))
         logp_old_all = None
-        if n_updates > 1:
+        if n_updates > 1 or cfg.optim.old_logprob == "always":
             with timer("old_logprob"):
                 logp_old_all, computed["old_logprob"] = self._logprobs(sample_rows, student_prefix, responses)
             tokens["old_logprob"] = gen_tok + prompt_tok
@@ -613,7 +618,7 @@ class Trainer:
                     tb = make_batch([teacher_prefix[idx[k]] for k in local], [resp[k] for k in local],
                                     self.tokenizer.pad_token_id, self.device, cfg.optim.shared_prefix)
                     teacher_logits, teacher_stats, topk_ids = self._teacher_forward(tb, logits[local])
-                    if len(local) < len(idx):  # rows of the micro-batch; the loss reads only distilled ones
+                    if len(local) < len(idx) or tb.resp.shape[1] != b.resp.shape[1]:  # the micro-batch's rows and length
                         teacher_logits, teacher_stats, topk_ids = _to_rows(local, logits.shape[:2], teacher_logits,
                                                                            teacher_stats, topk_ids)
                 n_tt = sum(len(teacher_prefix[idx[k]]) + len(resp[k]) for k in local)
@@ -703,6 +708,9 @@ class Trainer:
         teacher_model = self.teacher if self.teacher is not None else self.model
         if cfg.method.topk is None:
             return response_logits(teacher_model, tb, self.autocast), None, None
+        # The teacher batch is as long as its longest (distilled) response, which can be shorter
+        # than the student's micro-batch: the ids are the student's top-K at the teacher's positions.
+        student_logits = student_logits[:, : tb.resp.shape[1]]
         topk_ids = student_logits.detach().topk(min(cfg.method.topk, student_logits.shape[-1]), dim=-1).indices
         stats = teacher_statistics(teacher_model, tb, self.autocast, topk_ids, cfg.rollout.temperature, cfg.method.logits_chunk)
         return None, stats, topk_ids
@@ -741,7 +749,7 @@ class Trainer:
         n_mine = len(local)
         if self.sharded:  # generation is a collective: every rank decodes as many questions (extras unscored)
             local = local + self.test_set[: distributed.max_over_ranks(n_mine) - n_mine]
-        sampling = SamplingConfig(cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens, step_seed(cfg.run.seed, self.step, salt=99))
+        sampling = SamplingConfig(cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens, step_seed(cfg.run.seed, self.step, salt=VALIDATION_SALT))
         groups = self.engine.generate([ids for _, ids in local], cfg.eval.k, sampling)[:n_mine]
         local = local[:n_mine]
         scores = [[ex.score(s.text, self.cfg.data.grader) for s in g] for (ex, _), g in zip(local, groups)]
