@@ -7,9 +7,11 @@ One step, in plain words (SPEC sections 2-6):
 2. **reward**: score every rollout with the task's reward (``srpo_ref.rewards``).
 3. **route**: ``route_samples`` sends each rollout to GRPO or SDPO for the configured method and
    draws one correct sibling as its demonstration; ``group_advantages`` gives ``A_i``.
-4. **old_logprob**: only when a step makes several optimizer updates (GRPO's mini-batches), the
-   policy's log-probs before the first update are computed once, for the PPO ratio. With one
-   update per step the loss is exactly on-policy and ``logp_old = logp.detach()``.
+4. **old_logprob**: the policy's log-probs before the first update, computed once for the PPO
+   ratio, when a step makes several optimizer updates (GRPO's mini-batches) or for every method
+   with ``optim.old_logprob=always`` (the SDPO authors' verl; cost comparisons then run every
+   method under one execution policy). Otherwise, with one update per step, the loss is exactly
+   on-policy and ``logp_old = logp.detach()``.
 5. **update**, for each mini-batch of prompts:
    a. samples routed to SDPO first: the **teacher forward runs only on them** (phase
       ``teacher_forward``) over "prompt with demonstration + the student's own response";
@@ -32,12 +34,13 @@ One step, in plain words (SPEC sections 2-6):
 Each step appends one JSON line to ``steps.jsonl`` (the input of every later table): reward,
 accuracy, route fractions, teacher entropy and weight statistics, response lengths, per-branch
 loss, grad norm, learning rate, and the cost record: wall seconds, tokens and estimated FLOPs
-per phase. FLOPs use the dense-transformer estimate with ``N_p`` the number of parameters
-(embeddings included, for simplicity; attention's quadratic term is left out):
+per phase. FLOPs are the standard per-token estimate of ``srpo_ref/flops.py`` (checked against
+torch's FlopCounterMode): ``2 N_nonembedding`` plus the causal attention term per token, the
+output layer only at the positions whose logits are computed (the response), backward twice the
+forward, and the recompute under gradient checkpointing:
 
-    forward = 2 * N_p * tokens        backward = 4 * N_p * tokens
-    generate = 2 * N_p * (prompt tokens + generated tokens)
-    old_logprob, teacher_forward = forward over their sequences; update = forward + backward
+    generate, old_logprob, teacher_forward = forward over each rollout's prompt + response
+    update = forward + backward (+ recompute)
 
 The tokens are the method's (each rollout's whole sequence, as upstream computes it), so a
 budget does not depend on prefix sharing; ``tokens_computed`` records what went through the model.
@@ -68,6 +71,7 @@ import torch.distributed as dist
 
 from srpo_ref import checkpoint, distributed, losses, sandbox, tasks
 from srpo_ref.config import ConfigError, TrainConfig, load_config
+from srpo_ref.flops import FlopModel
 from srpo_ref.rollout import HFEngine, SamplingConfig, VLLMEngine, prefill
 from srpo_ref.teacher import chat_prompt_ids, teacher_input_ids
 
@@ -330,6 +334,7 @@ class Trainer:
         if cfg.method.teacher in ("ema", "frozen") and cfg.method.name not in ("grpo",):
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.n_params = sum(p.numel() for p in self.model.parameters())
+        self.flop_model = FlopModel.from_config(self.model.config)  # the budget's FLOP unit (srpo_ref/flops.py)
         if self.sharded:  # the teacher is sharded exactly like the student, so EMA runs shard by shard
             distributed.shard(self.model, compute_dtype, self.device)
             if self.teacher is not None:
@@ -346,6 +351,12 @@ class Trainer:
             temperature=cfg.rollout.temperature, beta=cfg.beta, loss_agg=cfg.method.loss_agg,
         )
 
+        if cfg.beta > 0 and cfg.rollout.prompts_per_step // cfg.optim.mini_batch_prompts > 1 and rank() == 0:
+            # SPEC section 5 normalises over the step; a step-wide mean over several updates would
+            # need every update's teacher entropies before the first (a second teacher pass)
+            print("srpo-train: note: the entropy-weight normaliser is the mean over each optimizer update's distilled "
+                  "tokens (SPEC: the step's; the same when a step is one update, as in every paper configuration)",
+                  file=sys.stderr)
         self.train_set = self._prepare(tasks.load_task(cfg.data.benchmark, "train", cfg.data.data_dir, cfg.data.tooluse_system))
         test = tasks.load_task(cfg.data.benchmark, "test", cfg.data.data_dir, cfg.data.tooluse_system)
         self.test_set = self._prepare(test[: cfg.eval.limit] if cfg.eval.limit else test)
@@ -421,8 +432,9 @@ class Trainer:
         samples = [(pi, s) for pi, group in enumerate(groups) for s in group]
         prompt_tok = sum(len(prompts[pi][1]) for pi, _ in samples)
         gen_tok = sum(len(s.response_ids) for _, s in samples)
+        lengths = [(len(prompts[pi][1]), len(s.response_ids)) for pi, s in samples]  # (prompt, response) per rollout
         tokens["generate"] = computed["generate"] = gen_tok
-        flops["generate"] = 2 * self.n_params * (prompt_tok + gen_tok)
+        flops["generate"] = self.flop_model.generate(lengths)
 
         # 2. reward
         with timer("reward"):
@@ -472,7 +484,7 @@ class Trainer:
             with timer("old_logprob"):
                 logp_old_all, computed["old_logprob"] = self._logprobs(sample_rows, student_prefix, responses)
             tokens["old_logprob"] = gen_tok + prompt_tok
-            flops["old_logprob"] = 2 * self.n_params * (gen_tok + prompt_tok)
+            flops["old_logprob"] = self.flop_model.forward_pass(lengths)
 
         m_sum: dict[str, float] = {}
         grad_norms = []
@@ -573,7 +585,8 @@ class Trainer:
                 timer, tokens, computed, flops) -> dict:
         """One optimizer update over ``rows`` (this rank's samples of the mini-batch).
 
-        The distilled samples' weights are normalised over the whole update (SPEC section 5).
+        The distilled samples' weights are normalised over the whole update (SPEC section 5 says
+        the step: the same for one update per step, SRPO's paper layout; see the note in __init__).
         When the update is one micro-batch on every rank, both branches share that micro-batch:
         the teacher's weights are summed over ranks before the loss, which then uses the
         step-wide normaliser directly. Otherwise the distilled micro-batches run first with raw
@@ -624,7 +637,7 @@ class Trainer:
                 n_tt = sum(len(teacher_prefix[idx[k]]) + len(resp[k]) for k in local)
                 computed["teacher_forward"] += tb.n_computed
                 tokens["teacher_forward"] += n_tt
-                flops["teacher_forward"] += 2 * self.n_params * n_tt
+                flops["teacher_forward"] += self.flop_model.forward_pass([(len(teacher_prefix[idx[k]]), len(resp[k])) for k in local])
             normaliser = 1.0 if local else None  # raw weights; divided by the step's mean later
             if normalise_here:
                 raw_sum, count = 0.0, 0.0
@@ -653,7 +666,8 @@ class Trainer:
             n_st = sum(len(student_prefix[j]) + len(resp[k]) for k, j in enumerate(idx))
             computed["update"] += b.n_computed
             tokens["update"] += n_st
-            flops["update"] += 6 * self.n_params * n_st
+            flops["update"] += self.flop_model.update([(len(student_prefix[j]), len(resp[k])) for k, j in enumerate(idx)],
+                                                      cfg.model.gradient_checkpointing)
             _accumulate(metrics, m)
 
         def run(idx_rows: torch.Tensor, with_teacher: bool) -> None:

@@ -114,7 +114,7 @@ def draw_setup(draw: int) -> dict:
         "logits_chunk": rng.choice([None, 1, 3, 7]), "loss_agg": rng.choice(["token_mean", "token_mean", "seq_mean_token_mean"]),
         "max_tokens": rng.randint(4, 20), "logprobs": rng.random() < 0.3, "longest_correct": draw % 4 == 0,
         "long_branch": rng.choice([None, "correct", "wrong"]),
-        "step_seed": rng.randrange(1000),
+        "step_seed": rng.randrange(1000), "old_logprob": rng.choice(["auto", "always"]),
     }
 
 
@@ -126,7 +126,7 @@ def make_trainer(base, out, s: dict, world: int = 1) -> Trainer:
         f"optim.micro_batch_size={s['micro_batch']}", f"optim.shared_prefix={str(s['shared_prefix']).lower()}",
         f"model.gradient_checkpointing={str(s['checkpointing']).lower()}",
         f"method.logits_chunk={'null' if s['logits_chunk'] is None else s['logits_chunk']}",
-        f"method.loss_agg={s['loss_agg']}", "optim.lr=1e-3", "optim.warmup_steps=2", "optim.grad_clip=1e9",
+        f"method.loss_agg={s['loss_agg']}", f"optim.old_logprob={s['old_logprob']}", "optim.lr=1e-3", "optim.warmup_steps=2", "optim.grad_clip=1e9",
         f"run.seed={s['step_seed']}", "run.progress=false", "run.threads=1", "eval.limit=4",
     ])
     return Trainer(cfg)

@@ -281,3 +281,34 @@ def test_hf_generation_prefills_each_prompt_once_with_the_same_samples(tiny_base
            for shared in (False, True)}
     assert got[True] == got[False]
     assert len({tuple(r) for group in got[True] for r in group}) > 5  # really sampled, not one sequence
+
+
+# ----------------------------------------------------------------------------- small defects
+
+
+def test_truncated_response_keeps_sampled_pad_ids():
+    from srpo_ref.rollout import trim_generated
+
+    pad, eos = 0, 5
+    # never stopped: every token was sampled, the pad id in the middle and at the end included
+    assert trim_generated([7, pad, 8, pad], [eos]) == ([7, pad, 8, pad], "length")
+    # stopped: cut after the end of sequence (generate pads what follows)
+    assert trim_generated([7, pad, eos, pad, pad], [eos]) == ([7, pad, eos], "stop")
+    assert trim_generated([9, 3, 2], [3, 2]) == ([9, 3], "stop")  # the first of several stop ids
+
+
+def test_seed_salts_are_distinct_across_draws_and_ranks():
+    from srpo_ref import trainer as tr
+
+    fixed = {tr.DATA_ORDER_SALT, tr.DEMO_SALT, tr.VALIDATION_SALT}
+    generation = {tr.GENERATION_SALT + 1000 * r for r in range(64)}
+    assert len(fixed) == 3 and not fixed & generation and len(generation) == 64
+
+
+def test_hf_rollouts_sample_under_the_trainers_autocast(tiny_base, tmp_path):
+    seen = []
+    trainer = Trainer(tiny_cfg(tiny_base, tmp_path, "model.dtype=bfloat16"))
+    hook = trainer.model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    trainer.engine.generate([trainer.train_set[0][1]], 2, __import__("srpo_ref.rollout").rollout.SamplingConfig(1.0, 1.0, 4, 0))
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}

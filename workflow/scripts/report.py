@@ -93,7 +93,7 @@ base model shown one of its own correct samples) against the student on the ques
 Verdict rule: *reproduced* only when the 95% t-interval over seeds (differences paired by seed; for slopes, one value per
 run) excludes zero in the paper's direction, *contradicted* when it excludes zero the other way, otherwise *inconclusive
 (n seeds)*. A verdict on a small model and synthetic tasks says whether the mechanism behaves as described, not whether
-the paper's numbers hold at 8B scale.
+the paper's numbers hold at 8B scale. {report.COST_VERDICT_RULE}
 
 ## Table 1: best validation avg@k within each budget ({report.UNIT_LABELS[unit]})
 
