@@ -564,24 +564,8 @@ def srpo_objective(
                "weight_sq_sum": 0.0, "weight_min": float("inf"), "weight_max": float("-inf")}
     rows = torch.nonzero(sdpo_rows).flatten()
     if len(rows):
-        if student_logits is None or (teacher_logits is None and teacher is None):
-            raise ValueError("samples are routed to SDPO but the student's logits or the teacher's were not given")
         smask = mask[rows]
-        for name, x in (("student_logits", student_logits), ("teacher_logits", teacher_logits), ("topk_ids", topk_ids),
-                        ("teacher.logp", None if teacher is None else teacher.logp)):
-            if x is not None and tuple(x.shape[:2]) != tuple(mask.shape):
-                raise ValueError(f"{name} {tuple(x.shape)} does not cover the mask's rows and positions {tuple(mask.shape)}")
-        if teacher is not None:
-            if topk_ids is None or cfg.topk is None:
-                raise ValueError("teacher stats need the student's top-K ids (and method.topk set)")
-            student_topk = topk_logprobs(student_logits[rows], topk_ids[rows], cfg.temperature)
-            l_sdpo = distillation_loss_topk(student_topk, teacher.logp[rows], cfg.alpha, cfg.add_tail)
-            entropy = teacher.entropy[rows]
-        else:
-            l_sdpo = distillation_loss(
-                student_logits[rows], teacher_logits[rows], cfg.topk, cfg.alpha, cfg.add_tail, cfg.temperature
-            )
-            entropy = teacher_entropy(teacher_logits[rows], cfg.temperature)
+        l_sdpo, entropy = _distillation_terms(rows, mask, cfg, student_logits, teacher_logits, teacher, topk_ids)
         weights = entropy_weights(entropy, smask, cfg.beta, weight_normalizer)
         rho = truncated_is_weight(logp[rows], logp_old[rows], cfg.is_clip)
         if tis is not None:
@@ -602,3 +586,22 @@ def srpo_objective(
         )
     metrics.update(zip(values, torch.stack([v.float() for v in values.values()]).tolist()))
     return total / denominator, metrics
+
+
+def _distillation_terms(rows, mask, cfg: LossConfig, student_logits, teacher_logits, teacher: TeacherStats | None,
+                        topk_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distilled ``rows``' per-token divergence and teacher entropy, ``[R, T]`` each, from the
+    teacher's full logits or (memory-lean) its ``TeacherStats`` at the student's ``topk_ids``."""
+    if student_logits is None or (teacher_logits is None and teacher is None):
+        raise ValueError("samples are routed to SDPO but the student's logits or the teacher's were not given")
+    for name, x in (("student_logits", student_logits), ("teacher_logits", teacher_logits), ("topk_ids", topk_ids),
+                    ("teacher.logp", None if teacher is None else teacher.logp)):
+        if x is not None and tuple(x.shape[:2]) != tuple(mask.shape):
+            raise ValueError(f"{name} {tuple(x.shape)} does not cover the mask's rows and positions {tuple(mask.shape)}")
+    if teacher is not None:
+        if topk_ids is None or cfg.topk is None:
+            raise ValueError("teacher stats need the student's top-K ids (and method.topk set)")
+        student_topk = topk_logprobs(student_logits[rows], topk_ids[rows], cfg.temperature)
+        return distillation_loss_topk(student_topk, teacher.logp[rows], cfg.alpha, cfg.add_tail), teacher.entropy[rows]
+    l_sdpo = distillation_loss(student_logits[rows], teacher_logits[rows], cfg.topk, cfg.alpha, cfg.add_tail, cfg.temperature)
+    return l_sdpo, teacher_entropy(teacher_logits[rows], cfg.temperature)

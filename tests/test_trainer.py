@@ -1,6 +1,7 @@
 """The reference trainer end to end on the tiny model (CPU)."""
 
 import json
+import math
 import os
 import socket
 
@@ -316,3 +317,48 @@ def test_hf_rollouts_sample_under_the_trainers_autocast(tiny_base, tmp_path):
     trainer.engine.generate([trainer.train_set[0][1]], 2, __import__("srpo_ref.rollout").rollout.SamplingConfig(1.0, 1.0, 4, 0))
     hook.remove()
     assert seen and set(seen) == {torch.bfloat16}
+
+
+def test_engine_answers_that_break_the_step_are_clear_errors():
+    from srpo_ref.trainer import _check_rollouts
+
+    ok = [[Sample([1, 2], "a", "stop", [-0.1, -0.2]), Sample([3], "b", "stop", [-1.0])]]
+    _check_rollouts(ok, 1, 2, 10, "x")
+    for groups, n_prompts, n, match in [
+        (ok, 2, 2, "1 groups for 2 prompts"),
+        ([ok[0] + [Sample([4], "c", "stop")]], 1, 2, "3 samples for prompt 0"),  # would mis-group silently
+        ([[Sample([1, 10], "a", "stop"), ok[0][1]]], 1, 2, r"outside the vocabulary of 10: \[10\]"),
+        ([[Sample([-1], "a", "stop"), ok[0][1]]], 1, 2, "outside the vocabulary"),
+        ([[Sample([1, 2], "a", "stop", [-0.1]), ok[0][1]]], 1, 2, "1 log-probs for 2 tokens"),
+    ]:
+        with pytest.raises(RuntimeError, match=match):
+            _check_rollouts(groups, n_prompts, n, 10, "x")
+
+
+class EmptyRollouts(FixedRollouts):
+    """Every response empty; the engine's log-probs, when asked, are NaN."""
+
+    def __init__(self, tokenizer, nan_logprobs=False):
+        super().__init__(tokenizer)
+        self.nan = nan_logprobs
+
+    def generate(self, prompt_ids, n, sampling):
+        groups = super().generate(prompt_ids, n, sampling)
+        if self.nan:
+            return [[Sample(s.response_ids, s.text, s.finish_reason, [float("nan")] * len(s.response_ids)) for s in g]
+                    for g in groups]
+        return [[Sample([], "", "stop") for _ in g] for g in groups]
+
+
+@pytest.mark.parametrize("nan_logprobs", [False, True])
+def test_degenerate_rollouts_give_a_finite_step(tiny_base, tmp_path, nan_logprobs):
+    """All responses empty: a zero loss and a finite (zero) gradient, not 0/0. NaN engine log-probs:
+    the step runs without the truncated importance weight instead of losing its update."""
+    trainer = Trainer(tiny_cfg(tiny_base, tmp_path, "method.name=srpo"))
+    trainer.engine = EmptyRollouts(trainer.tokenizer, nan_logprobs)
+    rec = trainer.train_step()
+    assert rec["grads_finite"] and math.isfinite(rec["loss"]) and math.isfinite(rec["grad_norm"])
+    if not nan_logprobs:
+        assert rec["loss"] == 0.0 and rec["grad_norm"] == 0.0
+    else:
+        assert rec["grad_norm"] > 0
