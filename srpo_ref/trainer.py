@@ -235,8 +235,8 @@ class Trainer:
 
         with timer("generate"):  # 1. generate
             samples = self.generate(prompts)
-        cost.add("generate", *([sum(len(s.response_ids) for _, s in samples)] * 2),
-                 self.flop_model.generate(_lengths(prompts, samples)))
+        generated = sum(len(s.response_ids) for _, s in samples)  # the engine computes each prompt once
+        cost.add("generate", generated, generated, self.flop_model.generate(_lengths(prompts, samples)))
         with timer("reward"):  # 2. reward
             rewards = torch.tensor([prompts[pi][0].score(s.text, cfg.data.grader) for pi, s in samples])
         data = self.route(prompts, global_prompt, samples, rewards)  # 3. route, with demonstrations
