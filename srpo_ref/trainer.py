@@ -235,7 +235,7 @@ class Trainer:
 
         with timer("generate"):  # 1. generate
             samples = self.generate(prompts)
-        generated = sum(len(s.response_ids) for _, s in samples)  # the engine computes each prompt once
+        generated = sum(len(s.response_ids) for _, s in samples)  # tokens sampled; the FLOPs include the prompts
         cost.add("generate", generated, generated, self.flop_model.generate(_lengths(prompts, samples)))
         with timer("reward"):  # 2. reward
             rewards = torch.tensor([prompts[pi][0].score(s.text, cfg.data.grader) for pi, s in samples])
