@@ -32,6 +32,9 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     benchmark: str = "tiny_mcq"  # a name in srpo_ref.tasks.TASKS
+    # task: the benchmark's verifier. random: a seeded coin flip per rollout, for smoke tests
+    # only (a random model never earns a real reward, so no branch would run); recorded in steps.jsonl
+    reward: str = "task"
     data_dir: str | None = None  # default: $SRPO_DATA_DIR or the shared/data mirror
     max_prompt_tokens: int = 2048  # longer prompts are dropped (and counted) at load time
     grader: str = "upstream"  # upstream | strict (srpo_ref.rewards: MCQ and Tool Use scoring)
@@ -49,6 +52,12 @@ class RolloutConfig:
     vllm_gpu_memory_utilization: float = 0.3
     vllm_sleep: bool = True  # on GPU: free vLLM's weights and KV cache while the trainer updates
     generation_batch_size: int = 256  # hf engine: sequences per generate call
+    # vllm engine: tensor parallelism over this many consecutive ranks (one engine per group of
+    # ranks, vLLM's external_launcher); 1: one engine per rank
+    vllm_tensor_parallel_size: int = 1
+    # vllm engine on GPU: CUDA graphs for decoding (false: vLLM's default capture; true: eager,
+    # slower, for debugging)
+    vllm_enforce_eager: bool = False
 
 
 @dataclass
@@ -107,7 +116,11 @@ class RunConfig:
     save_every: int = 10
     keep_checkpoints: int = 2
     device: str = "auto"  # auto | cpu | cuda
-    sharding: str = "none"  # none (replicated data parallel) | fsdp (FSDP2 per decoder layer; srpo_ref/distributed.py)
+    # none (replicated data parallel) | fsdp (FSDP2 per decoder layer over all ranks) | hsdp
+    # (FSDP2 on a 2-D mesh: sharded within groups of hsdp_shard_size ranks, replicated across
+    # them); srpo_ref/distributed.py
+    sharding: str = "none"
+    hsdp_shard_size: int | None = None  # hsdp: ranks per shard group (None: $LOCAL_WORLD_SIZE, one node)
     threads: int | None = None  # torch CPU threads (None: torch's default)
     tensorboard: bool = False
     progress: bool = True
@@ -260,6 +273,8 @@ _RANGES = [
     ("run.save_every", _NONNEG, ">= 0 (0: only at the end)"),
     ("run.keep_checkpoints", _POS, "at least 1"),
     ("run.threads", _POS, "at least 1 (or null for torch's default)"),
+    ("run.hsdp_shard_size", _POS, "at least 1 (or null for the ranks of one node)"),
+    ("rollout.vllm_tensor_parallel_size", _POS, "at least 1"),
 ]
 _CHOICES = [
     ("model.dtype", ("float32", "bfloat16", "float16")),
@@ -270,7 +285,8 @@ _CHOICES = [
     ("optim.old_logprob", ("auto", "always")),
     ("run.budget_unit", ("seconds", "flops", "tokens", "steps")),
     ("run.device", ("auto", "cpu", "cuda")),
-    ("run.sharding", ("none", "fsdp")),
+    ("run.sharding", ("none", "fsdp", "hsdp")),
+    ("data.reward", ("task", "random")),
 ]
 
 

@@ -1,7 +1,7 @@
 """Process group, sharding and cross-rank reductions for the trainer (``run.sharding``).
 
-Two layouts, the same numbers (tested: 2 gloo ranks with ``fsdp`` reproduce 1 process with
-``none`` to 1e-5 over 3 steps):
+Three layouts, the same numbers (tested: 2 gloo ranks with ``fsdp``, and 4 as a 2x2 ``hsdp``
+mesh, reproduce 1 process with ``none`` to 1e-5 over 3 steps):
 
 ``none``  every rank holds the whole model, its teacher and AdamW state; each micro-batch's
           gradients stay local and ``average_gradients`` all-reduces them once per update.
@@ -12,6 +12,14 @@ Two layouts, the same numbers (tested: 2 gloo ranks with ``fsdp`` reproduce 1 pr
           With ``model.dtype=bfloat16`` the ``MixedPrecisionPolicy`` computes in bf16 and
           reduces gradients in fp32. FSDP averages gradients over ranks; the trainer scales each
           rank's loss by ``world`` so the result is the sum over ranks, as with ``none``.
+``hsdp``  the same on a 2-D mesh ``(replicas, shard)``: sharded within a group of
+          ``run.hsdp_shard_size`` ranks (default one node, ``$LOCAL_WORLD_SIZE``), replicated across
+          groups, so parameter all-gathers stay on the node's fast links and only the gradient
+          all-reduce crosses nodes.
+
+Each rank drives the GPU ``$LOCAL_RANK`` (``init`` sets it before anything touches CUDA, and
+binds the NCCL group to it). Sharded models are built on the meta device and loaded by
+``srpo_ref.loading``: no rank ever holds the full model.
 
 FSDP runs a collective in every forward, so every rank must make the same number of forward
 and backward calls: the trainer pads a rank with fewer micro-batches with zero-loss dummies
@@ -26,14 +34,33 @@ from collections.abc import Iterator
 import torch
 import torch.distributed as dist
 
-SHARDINGS = ("none", "fsdp")
+SHARDINGS = ("none", "fsdp", "hsdp")
 
 
-def init(device_type: str) -> None:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL for GPU tensors, gloo
-    for CPU ones (the trainer's scalar reductions are CPU tensors, which NCCL alone refuses)."""
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def init(device_type: str) -> torch.device:
+    """This rank's device, and the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL for
+    GPU tensors, gloo for CPU ones (the trainer's scalar reductions are CPU tensors, which NCCL
+    alone refuses). On GPU, ``set_device`` comes first: FSDP2 and DeviceMesh place shards on the
+    *current* device, which is cuda:0 on every rank until it is set."""
+    device = torch.device("cuda", local_rank()) if device_type == "cuda" else torch.device(device_type)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        dist.init_process_group("cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo")
+        if device.type == "cuda":
+            dist.init_process_group("cpu:gloo,cuda:nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+    return device
+
+
+def shutdown() -> None:
+    """Leave the process group (after every engine that uses it is gone)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank() -> int:
@@ -89,20 +116,33 @@ def decoder_layers(model) -> list[torch.nn.Module]:
     return list(layers)
 
 
-def shard(model, compute_dtype: torch.dtype | None, device: torch.device, inference_only: bool = False):
-    """Wrap ``model`` with FSDP2 in place: one shard group per decoder layer, then the root.
-    ``compute_dtype`` (bf16/fp16) turns on mixed precision with fp32 master weights and fp32
-    gradient reduction. ``inference_only`` (the teacher: no backward follows its forward) frees
-    the root's gathered weights after each forward too; a trained model keeps them for the
-    backward that comes next, FSDP's default."""
+def mesh(device: torch.device, sharding: str, shard_size: int | None = None):
+    """The device mesh of ``sharding``: 1-D over every rank (fsdp), or 2-D ``(replicate, shard)``
+    with ``shard_size`` ranks per shard group (hsdp; default ``$LOCAL_WORLD_SIZE``: one node).
+    Consecutive ranks share a shard group, as torchrun numbers a node's ranks consecutively."""
     from torch.distributed.device_mesh import init_device_mesh
+
+    if sharding == "fsdp":
+        return init_device_mesh(device.type, (world(),))
+    size = shard_size or int(os.environ.get("LOCAL_WORLD_SIZE", world()))
+    if world() % size:
+        raise ValueError(f"run.sharding=hsdp: the world size {world()} is not a multiple of the shard group size {size}")
+    return init_device_mesh(device.type, (world() // size, size), mesh_dim_names=("replicate", "shard"))
+
+
+def shard(model, compute_dtype: torch.dtype | None, device_mesh, inference_only: bool = False):
+    """Wrap ``model`` with FSDP2 in place over ``device_mesh`` (1-D: FSDP, 2-D: HSDP): one shard
+    group per decoder layer, then the root. ``compute_dtype`` (bf16/fp16) turns on mixed
+    precision with fp32 master weights and fp32 gradient reduction. ``inference_only`` (the
+    teacher: no backward follows its forward) frees the root's gathered weights after each
+    forward too; a trained model keeps them for the backward that comes next, FSDP's default.
+    ``model`` may live on the meta device (``srpo_ref.loading`` then materialises the shards)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mesh = init_device_mesh(device.type, (world(),))
     mp = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32) if compute_dtype else MixedPrecisionPolicy()
     for layer in decoder_layers(model):
-        fully_shard(layer, mesh=mesh, mp_policy=mp)
-    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=True if inference_only else None)
+        fully_shard(layer, mesh=device_mesh, mp_policy=mp)
+    fully_shard(model, mesh=device_mesh, mp_policy=mp, reshard_after_forward=True if inference_only else None)
     return model
 
 

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import math
 import os
@@ -64,7 +63,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from srpo_ref import checkpoint, distributed, losses, sandbox, tasks
+from srpo_ref import checkpoint, distributed, loading, losses, sandbox, tasks
 from srpo_ref.config import ConfigError, TrainConfig, load_config
 from srpo_ref.flops import FlopModel
 from srpo_ref.forward import Batch, make_batch, response_logits, teacher_statistics  # noqa: F401 (public here too)
@@ -113,7 +112,7 @@ class PhaseTimer:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.cfg = cfg
         self.out = Path(cfg.run.out_dir)
@@ -122,9 +121,9 @@ class Trainer:
         dev = cfg.run.device
         if dev == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if dev == "cuda" else dev)
+        self.device = distributed.init(dev)  # cuda:$LOCAL_RANK, made current before anything touches CUDA
         compute_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.model.dtype]
-        self.sharded = cfg.run.sharding == "fsdp"
+        self.sharded = cfg.run.sharding in ("fsdp", "hsdp")
         # Unsharded: fp32 weights with forwards under autocast. Sharded: FSDP's mixed-precision
         # policy casts the gathered weights instead (autocast would cast them a second time).
         self.autocast = None if self.sharded else compute_dtype
@@ -132,22 +131,12 @@ class Trainer:
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        # fp32 master weights; forwards run under autocast when model.dtype asks for it.
-        self.model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=torch.float32).to(self.device)
-        if cfg.model.gradient_checkpointing:
-            # non-reentrant: gradients also reach tensors a layer reads from outside its arguments
-            # (a shared prefix's cache)
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.model.train()
-        self.teacher = None
-        if cfg.method.teacher in ("ema", "frozen") and cfg.method.name not in ("grpo",):
-            self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
+        # fp32 master weights (sharded ones built on the meta device and filled from rank 0's
+        # reads: srpo_ref/loading.py); the teacher is an EMA/frozen copy, sharded the same way
+        with_teacher = cfg.method.teacher in ("ema", "frozen") and cfg.method.name not in ("grpo",)
+        self.model, self.teacher = loading.load_policy(cfg, self.device, compute_dtype, with_teacher)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.flop_model = FlopModel.from_config(self.model.config)  # the budget's FLOP unit (srpo_ref/flops.py)
-        if self.sharded:  # the teacher is sharded exactly like the student, so EMA runs shard by shard
-            distributed.shard(self.model, compute_dtype, self.device)
-            if self.teacher is not None:
-                distributed.shard(self.teacher, compute_dtype, self.device, inference_only=True)
 
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         # Linear warm-up over training steps from lr 0 at step 0, then constant: verl's
