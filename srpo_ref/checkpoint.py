@@ -71,8 +71,14 @@ def completed(ckdir: Path) -> list[Path]:
 
 
 def latest(out: Path) -> Path | None:
-    done = completed(out / "checkpoints")
-    return done[-1] if done else None
+    """The run's last complete checkpoint, as rank 0 sees it, on every rank: on a network file
+    system two nodes can list a directory differently (one may not see the newest rename yet),
+    and ranks that load different steps would train on silently."""
+    done = completed(out / "checkpoints") if rank() == 0 else []
+    choice = [str(done[-1]) if done else None]
+    if torch.distributed.is_initialized():
+        torch.distributed.broadcast_object_list(choice, src=0)
+    return Path(choice[0]) if choice[0] is not None else None
 
 
 def load(trainer, ckpt: Path) -> None:
@@ -87,10 +93,13 @@ def load(trainer, ckpt: Path) -> None:
     trainer.train_flops, trainer.train_tokens = meta["train_flops"], meta["train_tokens"]
 
 
-def export_hf(model, tokenizer, path: Path) -> None:
-    """A consolidated ``save_pretrained`` directory of ``model`` (sharded or not) at ``path``."""
+def export_hf(model, tokenizer, path: Path, dtype: torch.dtype = torch.float32) -> None:
+    """A consolidated ``save_pretrained`` directory of ``model`` (sharded or not) at ``path``, its
+    floating-point weights in ``dtype`` (the run's compute dtype: what evaluation runs in)."""
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rank() == 0:
+        full = {k: v.to(dtype) if v.is_floating_point() else v for k, v in full.items()}
+        model.config.dtype = dtype  # config.json says what the files hold (vLLM's dtype="auto" reads it)
         model.save_pretrained(path, state_dict=full)
         tokenizer.save_pretrained(path)
     barrier()

@@ -141,10 +141,10 @@ class FlopModel:
             raise ValueError(f"logit_positions={logit_positions} > seq_len={seq_len}")
         return self.decoder(seq_len, context) + self.output_layer(logit_positions)
 
-    def recompute(self, seq_len: int) -> float:
+    def recompute(self, seq_len: int, context: int = 0) -> float:
         """The decoder's rerun under (non-reentrant, early-stopping) gradient checkpointing: all
         but each layer's MLP down projection."""
-        return self.decoder(seq_len) - 2.0 * self.n_down_projection * seq_len
+        return self.decoder(seq_len, context) - 2.0 * self.n_down_projection * seq_len
 
     def train(self, seq_len: int, logit_positions: int, checkpointing: bool = False) -> float:
         """Forward + backward (2x forward) of one sequence; gradient checkpointing adds the
@@ -166,6 +166,17 @@ class FlopModel:
     def update(self, pairs: Iterable[tuple[int, int]], checkpointing: bool = False) -> float:
         """A training forward + backward over prompt + response, logits at the response."""
         return sum(self.train(p + r, r, checkpointing) for p, r in pairs)
+
+    def computed(self, segments: Iterable[tuple[int, int, int]], backward: bool = False, checkpointing: bool = False) -> float:
+        """What a forward (``backward``: and its backward) really computed, from its batch's
+        ``segments`` ``(new tokens, logit positions, cached context)``: a shared prefix counts
+        once. The budget's FLOPs above are the method's (whole sequences); these measure the
+        hardware's work (MFU)."""
+        total = 0.0
+        for n, logits, context in segments:
+            fwd = self.forward(n, logits, context)
+            total += 3.0 * fwd + (self.recompute(n, context) if checkpointing else 0.0) if backward else fwd
+        return total
 
 
 def _check(**counts: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -46,6 +47,9 @@ class Batch:
     prefix_attn: torch.Tensor | None = None
     prefix_index: torch.Tensor | None = None
     n_computed: int = 0  # tokens the forward processes (each shared prefix once), counted on the host
+    # what the forward computes, for FlopModel.computed: (new tokens, logit positions, cached
+    # context) of each whole sequence, or of each shared prefix and each row's suffix after it
+    segments: list = dataclasses.field(default_factory=list)
 
 
 def make_batch(prefixes: list[list[int]], responses: list[list[int]], pad_id: int, device,
@@ -69,7 +73,7 @@ def make_batch(prefixes: list[list[int]], responses: list[list[int]], pad_id: in
         attn[i, : len(s)] = 1
     start = torch.tensor([len(p) for p in prefixes])
     return Batch(ids.to(device), attn.to(device), start.to(device), resp.to(device), mask.to(device),
-                 n_computed=sum(len(s) for s in seqs))
+                 n_computed=sum(len(s) for s in seqs), segments=[(len(s), len(r), 0) for s, r in zip(seqs, responses)])
 
 
 def _shared_prefix_batch(prefixes, responses, resp, mask, pad_id, device) -> Batch:
@@ -92,8 +96,9 @@ def _shared_prefix_batch(prefixes, responses, resp, mask, pad_id, device) -> Bat
     attn = torch.cat([prefix_attn[index], suffix_attn], dim=1)
     position = torch.tensor([len(p) - 1 for p in prefixes])[:, None] + torch.arange(T)[None]
     n_computed = sum(len(h) for h in heads) + int(suffix_attn.sum())
+    segments = [(len(h), 0, 0) for h in heads] + [(len(r), len(r), len(p) - 1) for p, r in zip(prefixes, responses)]
     return Batch(ids.to(device), attn.to(device), None, resp.to(device), mask.to(device), position.to(device),
-                 prefix_ids.to(device), prefix_attn.to(device), index.to(device), n_computed)
+                 prefix_ids.to(device), prefix_attn.to(device), index.to(device), n_computed, segments)
 
 
 def _response_positions(batch: Batch, hidden: torch.Tensor) -> torch.Tensor:

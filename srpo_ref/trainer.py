@@ -71,7 +71,8 @@ from srpo_ref.rollout import HFEngine, SamplingConfig, VLLMEngine
 from srpo_ref.teacher import chat_prompt_ids, teacher_input_ids
 from srpo_ref.update import Cost, Rollouts, UpdateExecutor, accumulate_metrics
 
-PHASES = ("generate", "reward", "old_logprob", "teacher_forward", "update", "teacher_ema")
+# weight_sync: a vLLM engine's sleep after generating and its wake-up and reload after the update
+PHASES = ("generate", "reward", "old_logprob", "teacher_forward", "update", "teacher_ema", "weight_sync")
 
 
 # ----------------------------------------------------------------------------- small utilities
@@ -80,9 +81,9 @@ PHASES = ("generate", "reward", "old_logprob", "teacher_forward", "update", "tea
 rank, world, all_sum = distributed.rank, distributed.world, distributed.all_sum
 
 
-# Salts of a step's random draws (step_seed): every draw has its own, and rank r's generation
-# uses GENERATION_SALT + 1000 r, so no rank's sampling seed equals another draw's.
-DATA_ORDER_SALT, GENERATION_SALT, DEMO_SALT, VALIDATION_SALT = 1, 2, 3, 99
+# Salts of a step's random draws (step_seed): every draw has its own, and an engine's sampling
+# adds 1000 r (r: its rank, or its tensor-parallel group), so no two engines share a seed.
+DATA_ORDER_SALT, GENERATION_SALT, DEMO_SALT, RANDOM_REWARD_SALT, VALIDATION_SALT = 1, 2, 3, 4, 99
 
 
 def step_seed(seed: int, step: int, salt: int = 0) -> int:
@@ -90,20 +91,31 @@ def step_seed(seed: int, step: int, salt: int = 0) -> int:
 
 
 class PhaseTimer:
-    """Wall seconds per phase (CUDA-synchronised so asynchronous kernels are charged correctly)."""
+    """Wall seconds per phase (CUDA-synchronised so asynchronous kernels are charged correctly)
+    and, on GPU, each phase's peak memory: torch's allocator peak while the phase ran (its counter
+    reset at the phase's start), and the device's used memory at the phase's end (cudaMemGetInfo:
+    everything on the GPU, vLLM's pool included, and not what a sleeping vLLM has released, which
+    torch's counters may still count)."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.seconds = {p: 0.0 for p in PHASES}
+        self.peak_gib: dict[str, float] = {}
+        self.device_gib: dict[str, float] = {}
 
     @contextlib.contextmanager
     def __call__(self, phase: str):
-        if self.device.type == "cuda":
+        cuda = self.device.type == "cuda"
+        if cuda:
             torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(self.device)
         t0 = time.perf_counter()
         yield
-        if self.device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
+            free, total = torch.cuda.mem_get_info(self.device)
+            self.peak_gib[phase] = max(self.peak_gib.get(phase, 0.0), torch.cuda.max_memory_allocated(self.device) / 2**30)
+            self.device_gib[phase] = max(self.device_gib.get(phase, 0.0), (total - free) / 2**30)
         self.seconds[phase] += time.perf_counter() - t0
 
 
@@ -164,9 +176,18 @@ class Trainer:
             if limit is not None and need > limit:
                 raise ConfigError(f"the longest prompt plus the response budget ({need} tokens) exceeds the model's context of "
                                   f"{limit}; lower data.max_prompt_tokens or the response budgets")
+            tp = cfg.rollout.vllm_tensor_parallel_size
+            if world() % tp:
+                raise ConfigError(f"rollout.vllm_tensor_parallel_size={tp} must divide the world size {world()}")
+            # vLLM's own groups use consecutive ranks; this one gathers the prompts of a group's ranks
+            self.tp_group = None
+            if tp > 1:
+                groups = [dist.new_group(list(range(g, g + tp))) for g in range(0, world(), tp)]  # a collective: all ranks make all
+                self.tp_group = groups[rank() // tp]
             self.engine = VLLMEngine(cfg.model.path, self.tokenizer, seed=cfg.run.seed,
                                      gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization,
-                                     max_model_len=need, sleep_mode=cfg.rollout.vllm_sleep, return_logprobs=True)
+                                     max_model_len=need, dtype=cfg.model.dtype, enforce_eager=cfg.rollout.vllm_enforce_eager,
+                                     sleep_mode=cfg.rollout.vllm_sleep, return_logprobs=True, tensor_parallel_size=tp)
         else:
             # a sharded model's forward is a collective: ranks keep decoding until all are done
             self.engine = HFEngine(self.model, self.tokenizer, cfg.rollout.generation_batch_size,
@@ -224,10 +245,12 @@ class Trainer:
 
         with timer("generate"):  # 1. generate
             samples = self.generate(prompts)
+        with timer("weight_sync"):  # a vLLM engine hands its GPU memory to the update
+            self.engine.sleep()
         generated = sum(len(s.response_ids) for _, s in samples)  # tokens sampled; the FLOPs include the prompts
         cost.add("generate", generated, generated, self.flop_model.generate(_lengths(prompts, samples)))
         with timer("reward"):  # 2. reward
-            rewards = torch.tensor([prompts[pi][0].score(s.text, cfg.data.grader) for pi, s in samples])
+            rewards = self.rewards(prompts, samples)
         data = self.route(prompts, global_prompt, samples, rewards)  # 3. route, with demonstrations
         with timer("teacher_forward"):  # building the teacher's prompts is part of its cost
             data.teacher_prefixes = self.teacher_prompts(prompts, samples, data.routing)
@@ -235,9 +258,9 @@ class Trainer:
         rows = torch.arange(len(samples))
         if self.n_updates > 1 or cfg.optim.old_logprob == "always":  # 4. old log-probs
             with timer("old_logprob"):
-                data.logp_old, computed = self.executor.logprobs(rows, data)
+                data.logp_old, computed, flops_computed = self.executor.logprobs(rows, data)
             cost.add("old_logprob", sum(p + r for p, r in _lengths(prompts, samples)), computed,
-                     self.flop_model.forward_pass(_lengths(prompts, samples)))
+                     self.flop_model.forward_pass(_lengths(prompts, samples)), flops_computed)
 
         group_ids = torch.tensor([pi for pi, _ in samples])  # 5. update(s), one per mini-batch of prompts
         per_rank = cfg.optim.mini_batch_prompts // world()
@@ -249,7 +272,8 @@ class Trainer:
             if self.teacher is not None and cfg.method.teacher == "ema" and finite:
                 distributed.ema_(self.teacher, self.model, cfg.method.ema_rate)
         if cfg.rollout.engine == "vllm":  # 7. weight sync: wakes a sleeping engine, then loads layer by layer
-            self.engine.sync_weights(self.model)
+            with timer("weight_sync"):
+                self.engine.sync_weights(self.model)
 
         step_lr = self.optimizer.param_groups[0]["lr"]  # the rate this step's updates used
         self.scheduler.step()  # once per training step
@@ -262,11 +286,34 @@ class Trainer:
     def generate(self, prompts: list) -> list:
         """``G`` rollouts of each prompt: ``[(prompt index, Sample)]``."""
         cfg = self.cfg
-        sampling = SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_response_tokens,
-                                  step_seed(cfg.run.seed, self.step, salt=GENERATION_SALT + 1000 * rank()))
-        groups = self.engine.generate([ids for _, ids in prompts], cfg.rollout.rollouts_per_prompt, sampling)
+        groups = self.sample(prompts, cfg.rollout.rollouts_per_prompt, cfg.rollout.temperature, cfg.rollout.top_p,
+                             cfg.rollout.max_response_tokens, GENERATION_SALT)
         _check_rollouts(groups, len(prompts), cfg.rollout.rollouts_per_prompt, self.model.config.vocab_size, self.engine.name)
         return [(pi, s) for pi, group in enumerate(groups) for s in group]
+
+    def sample(self, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int, salt: int) -> list:
+        """The engine's ``n`` samples of each of this rank's ``prompts`` (``(example, ids)``). The
+        seed is the step's, salted per engine: ranks that share a tensor-parallel vLLM engine
+        (``rollout.vllm_tensor_parallel_size``) send it all of their prompts together, with one
+        seed, and each keeps its own share of the answers."""
+        tp = self.cfg.rollout.vllm_tensor_parallel_size if self.cfg.rollout.engine == "vllm" else 1
+        ids = [p for _, p in prompts]
+        mine = slice(0, len(ids))
+        if tp > 1:
+            shares = [None] * tp
+            dist.all_gather_object(shares, ids, group=self.tp_group)
+            start = sum(len(x) for x in shares[: rank() % tp])
+            ids, mine = [p for share in shares for p in share], slice(start, start + len(ids))
+        seed = step_seed(self.cfg.run.seed, self.step, salt=salt + 1000 * (rank() // tp))
+        return self.engine.generate(ids, n, SamplingConfig(temperature, top_p, max_new_tokens, seed))[mine]
+
+    def rewards(self, prompts: list, samples: list) -> torch.Tensor:
+        """Each rollout's reward: the task's verifier, or with ``data.reward=random`` (smoke tests
+        only) a coin flip seeded by the step and the rollout's place, so both branches run."""
+        if self.cfg.data.reward == "random":
+            g = torch.Generator().manual_seed(step_seed(self.cfg.run.seed, self.step, salt=RANDOM_REWARD_SALT + 1000 * rank()))
+            return torch.randint(0, 2, (len(samples),), generator=g).float()
+        return torch.tensor([prompts[pi][0].score(s.text, self.cfg.data.grader) for pi, s in samples])
 
     def route(self, prompts, global_prompt: list[int], samples: list, rewards: torch.Tensor) -> Rollouts:
         """Routing and demonstrations on the whole step's batch (gathered from every rank, routed the
@@ -324,8 +371,7 @@ class Trainer:
         n_mine = len(local)
         if self.sharded:  # generation is a collective: every rank decodes as many questions (extras unscored)
             local = local + self.test_set[: distributed.max_over_ranks(n_mine) - n_mine]
-        sampling = SamplingConfig(cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens, step_seed(cfg.run.seed, self.step, salt=VALIDATION_SALT))
-        groups = self.engine.generate([ids for _, ids in local], cfg.eval.k, sampling)[:n_mine]
+        groups = self.sample(local, cfg.eval.k, cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens, VALIDATION_SALT)[:n_mine]
         local = local[:n_mine]
         scores = [[ex.score(s.text, self.cfg.data.grader) for s in g] for (ex, _), g in zip(local, groups)]
         lengths = [len(s.response_ids) for g in groups for s in g]
@@ -399,9 +445,13 @@ def step_record(trainer: Trainer, samples: list, rewards: torch.Tensor, data: Ro
         "tokens": cost.tokens,
         "tokens_computed": cost.computed,
         "flops": cost.flops,
+        "flops_computed": cost.flops_computed,
         "teacher_forward_samples": len(data.teacher_prefixes),
-        # the trainer's own tensors (vLLM's memory is its own allocator's)
-        "peak_memory_gib": torch.cuda.max_memory_allocated(trainer.device) / 2**30 if trainer.device.type == "cuda" else None,
+        # GPU memory per phase (PhaseTimer): torch's allocator peak, and the device's use at the end
+        "peak_memory_gib": max(timer.peak_gib.values()) if timer.peak_gib else None,
+        "peak_memory_gib_by_phase": timer.peak_gib or None,
+        "device_memory_gib_by_phase": timer.device_gib or None,
+        "reward_source": trainer.cfg.data.reward,
     }
 
 
@@ -505,7 +555,7 @@ def _resume(trainer: Trainer) -> list[dict]:
 
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the run directory."""
-    distributed.init("cuda" if torch.cuda.is_available() and cfg.run.device != "cpu" else "cpu")
+    distributed.init("cuda" if torch.cuda.is_available() and cfg.run.device != "cpu" else "cpu")  # before CUDA starts
     if cfg.rollout.prompts_per_step % world() or cfg.optim.mini_batch_prompts % world():
         raise ConfigError(f"prompts_per_step and mini_batch_prompts must be multiples of the world size {world()}")
     trainer = Trainer(cfg)
@@ -567,12 +617,15 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.run.save_every > 0 and (trainer.step % cfg.run.save_every == 0 or last):
             trainer.save()
     bar.close()
-    checkpoint.export_hf(trainer.model, trainer.tokenizer, out / "final")  # what evaluation reads
+    # what evaluation reads, in the run's compute dtype
+    checkpoint.export_hf(trainer.model, trainer.tokenizer, out / "final", getattr(torch, cfg.model.dtype))
     if rank() == 0:
         (out / "DONE").write_text(json.dumps({"steps": trainer.step, "train_seconds": trainer.train_seconds,
                                               "train_flops": trainer.train_flops, "train_tokens": trainer.train_tokens}))
     if writer:
         writer.close()
+    distributed.barrier()  # the last collective of the trainer's: vLLM's shutdown takes the process group with it
+    trainer.engine.shutdown()
     return out
 
 
@@ -618,8 +671,7 @@ def main(argv=None) -> int:
         print(f"srpo-train: error: {e}", file=sys.stderr)
         return 2
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        distributed.shutdown()
     return 0
 
 

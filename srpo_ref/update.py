@@ -58,16 +58,19 @@ class Cost:
     tokens: dict = field(default_factory=dict)
     computed: dict = field(default_factory=dict)
     flops: dict = field(default_factory=dict)
+    flops_computed: dict = field(default_factory=dict)  # the FLOPs of ``computed`` (MFU; not the budget's)
 
     def __post_init__(self):
-        for d in (self.tokens, self.computed, self.flops):
+        for d in (self.tokens, self.computed, self.flops, self.flops_computed):
             d.update({p: 0 for p in self.phases if p not in d})
-        self.flops.update({p: float(v) for p, v in self.flops.items()})
+        for d in (self.flops, self.flops_computed):
+            d.update({p: float(v) for p, v in d.items()})
 
-    def add(self, phase: str, tokens: int, computed: int, flops: float) -> None:
+    def add(self, phase: str, tokens: int, computed: int, flops: float, flops_computed: float | None = None) -> None:
         self.tokens[phase] += tokens
         self.computed[phase] += computed
         self.flops[phase] += flops
+        self.flops_computed[phase] += flops if flops_computed is None else flops_computed
 
 
 @dataclass
@@ -153,12 +156,12 @@ class UpdateExecutor:
     # ------------------------------------------------------------------ old log-probs
 
     @torch.no_grad()
-    def logprobs(self, rows: torch.Tensor, data: Rollouts) -> tuple[torch.Tensor, int]:
+    def logprobs(self, rows: torch.Tensor, data: Rollouts) -> tuple[torch.Tensor, int, float]:
         """Current-policy log-probs of the response tokens, ``[n_rows, T_max]`` (CPU), and the
-        tokens computed."""
+        tokens and FLOPs computed."""
         T = max(1, max(len(r) for r in data.responses))
         out = torch.zeros(len(data.responses), T)
-        n_computed = 0
+        n_computed, flops_computed = 0, 0.0
         mb = self.cfg.optim.micro_batch_size
         for i in range(self.pairing.n_micro_batches(len(rows), mb)):
             idx = rows[i * mb : (i + 1) * mb].tolist()
@@ -169,7 +172,8 @@ class UpdateExecutor:
             lp = losses.token_logprobs(response_logits(self.model, b, self.autocast), b.resp, self.cfg.rollout.temperature)
             out[idx, : lp.shape[1]] = (lp * b.mask).cpu()
             n_computed += b.n_computed
-        return out, n_computed
+            flops_computed += self.flop_model.computed(b.segments)
+        return out, n_computed, flops_computed
 
     # ------------------------------------------------------------------ one update
 
@@ -223,8 +227,9 @@ class UpdateExecutor:
             # gradients are averaged over ranks (after the update, or by FSDP): scaled here to a sum
             (loss * world()).backward()
         pairs = [(len(data.prefixes[j]), len(data.responses[j])) for j in idx]
-        cost.add("update", sum(p + r for p, r in pairs), b.n_computed,
-                 self.flop_model.update(pairs, self.cfg.model.gradient_checkpointing))
+        ckpt = self.cfg.model.gradient_checkpointing
+        cost.add("update", sum(p + r for p, r in pairs), b.n_computed, self.flop_model.update(pairs, ckpt),
+                 self.flop_model.computed(b.segments, backward=True, checkpointing=ckpt))
         accumulate_metrics(metrics, m)
         return None
 
@@ -254,7 +259,8 @@ class UpdateExecutor:
             if len(local) < len(idx) or tb.resp.shape[1] != b.resp.shape[1]:
                 out = _to_rows(local, logits.shape[:2], *out)
         pairs = [(len(data.teacher_prefixes[j]), len(data.responses[j])) for j in rows]
-        cost.add("teacher_forward", sum(p + r for p, r in pairs), tb.n_computed, self.flop_model.forward_pass(pairs))
+        cost.add("teacher_forward", sum(p + r for p, r in pairs), tb.n_computed, self.flop_model.forward_pass(pairs),
+                 self.flop_model.computed(tb.segments))
         return out
 
     def teacher_forward(self, tb: Batch, student_logits: torch.Tensor):

