@@ -4,8 +4,8 @@
 (token ids, chat template already applied). Every sample records its response ids, text, finish
 reason ("stop" or "length") and, where the engine provides them, the log-probs it sampled with.
 ``engine.sync_weights(model)`` makes the engine generate with the trainer's current weights,
-``engine.sleep()`` frees what it holds on the GPU until the next ``sync_weights``, and
-``engine.shutdown()`` stops it.
+and, optionally, ``engine.sleep()`` frees what it holds on the GPU until the next
+``sync_weights`` and ``engine.shutdown()`` stops it.
 
 - ``HFEngine``: Hugging Face ``generate`` on the trainer's own model object (CPU or GPU); weights
   are always in sync; no rollout log-probs (the truncated importance weight is then 1). Each

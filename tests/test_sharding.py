@@ -26,6 +26,7 @@ def _steps(rank, world, port, base, out, method, sharding, result, micro_batch=3
     """``STEPS`` training steps on fixed rollouts; rank 0 saves the records and full weights."""
     _join(rank, world, port)
     extra = ["optim.mini_batch_prompts=2"] if method == "grpo" else []
+    extra += ["run.hsdp_shard_size=2"] if sharding == "hsdp" else []
     extra += ["model.gradient_checkpointing=true"] if checkpointing else []
     cfg = tiny_cfg(base, out, f"method.name={method}", f"optim.micro_batch_size={micro_batch}", f"run.sharding={sharding}", *extra)
     trainer = Trainer(cfg)
@@ -42,11 +43,13 @@ def _steps(rank, world, port, base, out, method, sharding, result, micro_batch=3
 # micro-batches of 3: several per update, the distilled ones first; of 16: the update is one
 # micro-batch per rank, both branches in it, the weight normaliser summed over ranks before the
 # loss, and the sharded ranks recompute their layers (gradient checkpointing, shared prefixes)
-@pytest.mark.parametrize("method, micro_batch", [("srpo", 3), ("srpo", 16), ("grpo", 3)])
-def test_two_sharded_ranks_match_one_unsharded_process(tiny_base, tmp_path, method, micro_batch):
+# hsdp: 4 ranks as a 2x2 mesh (sharded over pairs of ranks, replicated across the pairs)
+@pytest.mark.parametrize("method, micro_batch, sharding, world", [
+    ("srpo", 3, "fsdp", 2), ("srpo", 16, "fsdp", 2), ("grpo", 3, "fsdp", 2), ("srpo", 3, "hsdp", 4)])
+def test_sharded_ranks_match_one_unsharded_process(tiny_base, tmp_path, method, micro_batch, sharding, world):
     _steps(0, 1, 0, str(tiny_base), str(tmp_path / "single"), method, "none", str(tmp_path / "single.pt"), 3)
-    mp.spawn(_steps, args=(2, _free_port(), str(tiny_base), str(tmp_path / "fsdp"), method, "fsdp", str(tmp_path / "fsdp.pt"),
-                           micro_batch, micro_batch == 16), nprocs=2, join=True)
+    mp.spawn(_steps, args=(world, _free_port(), str(tiny_base), str(tmp_path / "fsdp"), method, sharding, str(tmp_path / "fsdp.pt"),
+                           micro_batch, micro_batch == 16), nprocs=world, join=True)
     single = torch.load(tmp_path / "single.pt", weights_only=False)
     sharded = torch.load(tmp_path / "fsdp.pt", weights_only=False)
     for a, b in zip(single["recs"], sharded["recs"]):
