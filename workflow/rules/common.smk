@@ -9,7 +9,7 @@ WORK = f"work/{PROFILE}"
 RESULTS = f"results/{PROFILE}"
 # The benchmark mirror: the config's data_dir, else $SRPO_DATA_DIR, else ../shared/data.
 DATA_DIR = str(Path(config.get("data_dir") or os.environ.get("SRPO_DATA_DIR") or "../shared/data").resolve())
-ENV_FILE = "../../environment.yml"  # the software environment of all jobs, for --use-conda
+ENV_FILE = f"../../{config.get('conda_env', 'environment.yml')}"  # the software environment of all jobs, for --use-conda
 PAPER_DIR = config.get("paper_dir", "../shared/paper")
 TRAIN = config["train"]
 EVAL = config["evaluation"]
