@@ -74,7 +74,9 @@ def mcq_reward_upstream(response: str, gold: str) -> float:
 
 # ----------------------------------------------------------------------------- Tool use
 
-_ACTION = re.compile(r"^\s*Action\s*:\s*(.+?)\s*$", re.MULTILINE)
+# Action at a line start; only horizontal space before it ("^\s*" scans every following blank
+# line from each line start: quadratic in a response of blank lines).
+_ACTION = re.compile(r"^[^\S\n]*Action\s*:", re.MULTILINE)
 _ACTION_INPUT = re.compile(r"Action\s*Input\s*:\s*", re.MULTILINE)
 
 
@@ -92,9 +94,30 @@ def _first_json_object(text: str):
 
 def extract_tool_calls(response: str) -> tuple[list[str], list[dict | None]]:
     """Action names and parsed Action Input objects (None where not a JSON object)."""
-    names = [m.group(1).strip() for m in _ACTION.finditer(response)]
+    names = _action_names(response)
     inputs = [_first_json_object(response[m.end() :]) for m in _ACTION_INPUT.finditer(response)]
     return names, inputs
+
+
+def _action_names(text: str) -> list[str]:
+    r"""The names ``re.finditer(r"^\s*Action\s*:\s*(.+?)\s*$", text, re.MULTILINE)`` captures
+    (stripped), in linear time: after each ``Action:``, the rest of the first line that is not
+    blank, right-stripped (a remainder of whitespace alone gives ``""`` if it has a character
+    other than a newline)."""
+    names, pos = [], 0
+    while (m := _ACTION.search(text, pos)) is not None:
+        start = m.end()
+        while start < len(text) and text[start].isspace():
+            start += 1
+        if start == len(text):
+            if any(c != "\n" for c in text[m.end() :]):
+                names.append("")
+            break
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        names.append(text[start:end].rstrip())
+        pos = end
+    return names
 
 
 def _merge(dicts) -> dict:
@@ -119,11 +142,38 @@ def tooluse_reward(response: str, gold: str | list) -> float:
         return 0.0
     if collections.Counter(names) != collections.Counter(gold_names):
         return 0.0
-    return float(_merge(inputs) == gold_input)
+    return float(json_equal(_merge(inputs), gold_input))
+
+
+def json_equal(a, b) -> bool:
+    """Equal as JSON values: Python's ``==`` has ``True == 1`` and ``1 == 1.0``; here a boolean
+    is not a number (numbers still compare by value: JSON has one number type)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
 
 
 _UPSTREAM_ACTION = re.compile(r"Action:\s*(\w+)")
-_UPSTREAM_INPUT = re.compile(r"Action Input:\s*({.*?})", re.DOTALL)
+_UPSTREAM_INPUT_START = re.compile(r"Action Input:\s*\{")
+
+
+def _upstream_input_blocks(response: str) -> list[str]:
+    r"""What upstream's ``re.findall(r"Action Input:\s*({.*?})", response, re.DOTALL)`` returns,
+    in linear time: the regex rescans to the end from every unclosed start (quadratic)."""
+    blocks, pos = [], 0
+    while (m := _UPSTREAM_INPUT_START.search(response, pos)) is not None:
+        end = response.find("}", m.end())
+        if end < 0:
+            break  # no "}" after this start, so none after any later one
+        blocks.append(response[m.end() - 1 : end + 1])
+        pos = end + 1
+    return blocks
 
 
 def tooluse_reward_upstream(response: str, gold: str | list) -> float:
@@ -141,7 +191,7 @@ def tooluse_reward_upstream(response: str, gold: str | list) -> float:
             gold_input.update(parsed)
     names = _UPSTREAM_ACTION.findall(response)
     merged: dict = {}
-    for block in _UPSTREAM_INPUT.findall(response):
+    for block in _upstream_input_blocks(response):
         try:
             merged.update(json.loads(block))
         except json.JSONDecodeError:
@@ -168,21 +218,29 @@ _MAX_ANSWER_CHARS = 1000  # a boxed answer longer than this is not an answer
 
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\boxed{...}`` (or ``\fbox{...}``) with balanced braces; None if
-    there is none or it is never closed."""
+    there is none or it is never closed. A backslash escapes the character after it. One pass
+    pairs every brace (scanning onward from each ``\boxed{`` is quadratic in a response of many
+    unclosed ones, and the scorer must not stall on what a policy writes)."""
+    closes, stack, i = {}, [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            closes[stack.pop()] = i
+        i += 1
     best = None
-    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            ch = text[i]
-            if ch == "\\":
-                i += 2
-                continue
-            depth += ch == "{"
-            depth -= ch == "}"
-            i += 1
-        if depth == 0:
-            best = text[m.end() : i - 1]
+    for m in _BOXED.finditer(text):
+        end = closes.get(m.end() - 1)
+        if end is not None:
+            best = text[m.end() : end]
     return best
+
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
 def _strip_percent(answer: str) -> str:

@@ -138,3 +138,88 @@ def test_math_boxed_extraction_and_units():
 def test_math_worker_recovers_after_a_timeout():
     assert math_reward("\\boxed{9^{9^{9^{9}}}}", "3") == 0.0
     assert math_reward("\\boxed{7}", "7") == 1.0
+
+
+# ----------------------------------------------------------------------------- scorer stalls
+
+
+def _old_last_boxed(text):
+    """The scan-from-every-match reference (quadratic on many unclosed boxes)."""
+    import re
+
+    best = None
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            if text[i] == "\\":
+                i += 2
+                continue
+            depth += text[i] == "{"
+            depth -= text[i] == "}"
+            i += 1
+        if depth == 0:
+            best = text[m.end() : i - 1]
+    return best
+
+
+def _random_text(rng, alphabet, n):
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+def test_linear_scorers_agree_with_the_plain_regexes_on_random_text():
+    import random
+    import re
+
+    from srpo_ref import rewards
+
+    rng = random.Random(0)
+    boxed_parts = ["\\boxed{", "\\fbox {", "{", "}", "\\", "\\\\", "x", " ", "\n", "\\{", "\\}"]
+    action_parts = ["Action", "Action:", " ", "\n", "\t", ":", "Search", "Action Input:", "{", "}", '"a"', "x", "\n\n"]
+    for _ in range(3000):
+        text = "".join(rng.choice(boxed_parts) for _ in range(rng.randint(0, 30)))
+        assert rewards.last_boxed(text) == _old_last_boxed(text), text
+        text = "".join(rng.choice(action_parts) for _ in range(rng.randint(0, 30)))
+        old_names = [m.group(1).strip() for m in re.finditer(r"^\s*Action\s*:\s*(.+?)\s*$", text, re.MULTILINE)]
+        assert rewards.extract_tool_calls(text)[0] == old_names, repr(text)
+        assert rewards._upstream_input_blocks(text) == re.findall(r"Action Input:\s*({.*?})", text, re.DOTALL), repr(text)
+
+
+def test_hostile_responses_do_not_stall_the_scorers():
+    """Inputs that took 10-33 s with the quadratic scans (1,600 unclosed boxes and 65k spaces;
+    60k blank lines before Tool Use parsing). A generous alarm, not a speed measurement: the
+    linear scans take milliseconds, a quadratic regression minutes."""
+    import signal
+
+    from srpo_ref import rewards
+
+    def stalled(*_):
+        raise TimeoutError("scorer stalled")
+
+    old = signal.signal(signal.SIGALRM, stalled)
+    signal.alarm(20)
+    try:
+        boxes = "\\boxed{" * 1600 + " " * 65_000
+        assert rewards.last_boxed(boxes) is None
+        assert rewards.score("math", boxes, "1") == 0.0
+        blank = "\n" * 60_000 + "Action: x"
+        assert rewards.extract_tool_calls(blank)[0] == ["x"]
+        gold = json.dumps([{"Action": "x", "Action_Input": "{}"}])
+        for grader in ("strict", "upstream"):
+            assert rewards.score("tooluse", "Action Input: {" * 20_000, gold, grader) == 0.0
+        spaced = "Action: x" + " " * 30_000 + "y\nAction Input: {}"
+        assert rewards.score("tooluse", spaced, gold, "strict") == 0.0  # the name is "x ... y"
+        assert rewards.score("tooluse", spaced, gold, "upstream") == 1.0  # upstream reads the word after "Action:"
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_strict_tool_use_compares_json_types():
+    from srpo_ref import rewards
+
+    gold = json.dumps([{"Action": "set", "Action_Input": json.dumps({"on": True, "n": 1})}])
+    assert rewards.score("tooluse", 'Action: set\nAction Input: {"on": true, "n": 1}', gold, "strict") == 1.0
+    assert rewards.score("tooluse", 'Action: set\nAction Input: {"on": 1, "n": 1}', gold, "strict") == 0.0
+    assert rewards.score("tooluse", 'Action: set\nAction Input: {"on": true, "n": true}', gold, "strict") == 0.0
+    assert rewards.score("tooluse", 'Action: set\nAction Input: {"on": true, "n": 1.0}', gold, "strict") == 1.0  # one number type
+    assert rewards.json_equal([1, {"a": None}], [1, {"a": None}]) and not rewards.json_equal([1], [True])
