@@ -227,6 +227,9 @@ class VLLMEngine:
         from srpo_ref.distributed import full_tensors
 
         if self.asleep:
+            # the update's freed blocks go back to the device first: torch's caching allocator
+            # would otherwise keep them from the memory vLLM maps back
+            torch.cuda.empty_cache()
             self.llm.wake_up(tags=["weights"])
         self._worker().reload_weights(weights_iterator=full_tensors(model))
         if self.asleep:

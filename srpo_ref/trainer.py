@@ -652,6 +652,9 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-plan", action="store_true", help="print the per-GPU memory plan of this config and exit (srpo_ref/memory_plan.py)")
     ap.add_argument("--gpus", type=int, default=None, help="--memory-plan: GPUs (ranks) of the run (default: $WORLD_SIZE or 1)")
     ap.add_argument("--gpu-gib", type=float, default=80.0, help="--memory-plan: memory of one GPU in GiB (default 80)")
+    ap.add_argument("--gpus-per-node", type=int, default=None,
+                    help="--memory-plan: GPUs per node, the shard degree of run.sharding=hsdp (default: run.hsdp_shard_size, "
+                         "$LOCAL_WORLD_SIZE, else 8)")
     a = ap.parse_args(argv)
     if a.memory_plan and a.config:
         a.config, a.overrides = _profile_to_train_config(a.config, a.overrides)
@@ -663,7 +666,8 @@ def main(argv=None) -> int:
     if a.memory_plan:
         from srpo_ref import memory_plan
 
-        print(memory_plan.render(memory_plan.plan(cfg, a.gpus or int(os.environ.get("WORLD_SIZE", 1)), a.gpu_gib)))
+        print(memory_plan.render(memory_plan.plan(cfg, a.gpus or int(os.environ.get("WORLD_SIZE", 1)), a.gpu_gib,
+                                                  gpus_per_node=a.gpus_per_node)))
         return 0
     try:
         train(cfg)
