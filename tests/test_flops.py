@@ -270,3 +270,25 @@ if __name__ == "__main__":
     print("model    L    logits  " + "  ".join(f"{c:>16}" for c in cols))
     for r in measured_table():
         print(f"{r['model']:8} {r['L']:4} {r['logits']:6}  " + "  ".join(f"{int(r[c]):>16,}" for c in cols))
+
+
+def test_computed_flops_follow_the_batch_layout():
+    """``flops_computed`` (MFU's numerator) from a batch's segments: whole sequences cost what the
+    method's FLOPs say; shared prefixes are computed once (and a row's last response token is
+    never an input there)."""
+    from srpo_ref.forward import make_batch
+
+    g = torch.Generator().manual_seed(0)
+    prefixes = [list(range(3, 3 + n)) for n in (12, 12, 12, 5)]
+    responses = [torch.randint(3, 50, (int(n),), generator=g).tolist() for n in (7, 1, 0, 9)]
+    pairs = [(len(p), len(r)) for p, r in zip(prefixes, responses)]
+    whole = make_batch(prefixes, responses, 0, "cpu", share_prefix=False)
+    assert SHAPE.computed(whole.segments) == SHAPE.forward_pass(pairs)
+    assert SHAPE.computed(whole.segments, backward=True) == SHAPE.update(pairs)
+    assert SHAPE.computed(whole.segments, backward=True, checkpointing=True) == SHAPE.update(pairs, checkpointing=True)
+    shared = make_batch(prefixes, responses, 0, "cpu", share_prefix=True)
+    # an empty response's row is its prefix's last token alone
+    expected = SHAPE.forward(11, 0) + SHAPE.forward(4, 0) + sum(SHAPE.forward(max(r, 1), r, context=p - 1) for p, r in pairs)
+    assert SHAPE.computed(shared.segments) == pytest.approx(expected, rel=1e-12)
+    assert SHAPE.computed(shared.segments) < SHAPE.forward_pass(pairs)
+    assert sum(n for n, _, _ in shared.segments) == shared.n_computed
