@@ -15,7 +15,9 @@ request) or HF ``generate``, score every sample with the shared reward code, and
 HumanEval+ and MBPP+ are graded by evalplus itself when its data is reachable
 (``HUMANEVAL_OVERRIDE_PATH`` / ``MBPP_OVERRIDE_PATH`` pointing at local copies, or online): its
 problems (MBPP+ is its own 378-task set), its expected outputs, tolerances, special oracles and
-per-input time limits, through ``evalplus.evaluate.check_correctness`` inside our sandbox.
+per-input time limits, applied by our judge (``srpo_ref.judge``, ``judge="evalplus"``) to the
+program's answers from the sandbox; expected outputs from the canonical solutions, run in the
+sandbox once and cached.
 Otherwise the base HumanEval (164) and MBPP test split (500) with their own asserts;
 ``results.json`` says which (``tests: plus | base``).
 
@@ -28,6 +30,7 @@ is given; a limit that cannot hold it is an error, never a silent cap.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -115,7 +118,6 @@ def evalplus_examples(name: str) -> list[tasks.Example] | None:
         import evalplus.data.mbpp as mb
         from evalplus.data import get_human_eval_plus, get_human_eval_plus_hash, get_mbpp_plus, get_mbpp_plus_hash
         from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
-        from evalplus.evaluate import get_groundtruth
 
         # evalplus reads the override variables once, at import: follow the current environment.
         he.HUMANEVAL_OVERRIDE_PATH, mb.MBPP_OVERRIDE_PATH = os.environ.get(EVALPLUS_VARS["humaneval"]), os.environ.get(EVALPLUS_VARS["mbpp"])
@@ -123,7 +125,7 @@ def evalplus_examples(name: str) -> list[tasks.Example] | None:
             problems, hashcode, not_none = get_human_eval_plus(), get_human_eval_plus_hash(), []
         else:
             problems, hashcode, not_none = get_mbpp_plus(), get_mbpp_plus_hash(), MBPP_OUTPUT_NOT_NONE_TASKS
-        expected = get_groundtruth(problems, hashcode, not_none)
+        expected = evalplus_expected(problems, hashcode, not_none)
     except Exception as e:  # noqa: BLE001  unreachable or malformed evalplus data: base tests
         print(f"evalplus data for {name} unavailable ({type(e).__name__}: {e}); using the base tests")
         return None
@@ -140,6 +142,38 @@ def evalplus_examples(name: str) -> list[tasks.Example] | None:
         out.append(tasks.Example(eid, [{"role": "system", "content": tasks.CODE_SYSTEM}, {"role": "user", "content": user}],
                                  gold, "code", meta))
     return out
+
+
+def evalplus_expected(problems: dict, hashcode: str, not_none) -> dict:
+    """evalplus's expected outputs and reference times (as its ``get_groundtruth``), but with
+    each canonical solution run in the sandbox as a candidate of the judge (``judge="record"``),
+    never in this process; cached under ``$XDG_CACHE_HOME/srpo/evalplus/<hash>.json``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from srpo_ref import wire
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "srpo" / "evalplus" / f"{hashcode}.json"
+    if cache.exists():
+        stored = json.loads(cache.read_text())
+        return {tid: {k: (wire.decode(v) if k in ("base", "plus") else v) for k, v in o.items()} for tid, o in stored.items()}
+
+    def record(item):
+        task_id, p = item
+        job = {"judge": "record", "candidate": p["prompt"] + p["canonical_solution"], "entry_point": p["entry_point"],
+               "inputs": {"base": p["base_input"], "plus": p["plus_input"]}, "output_not_none": p["entry_point"] in not_none,
+               "timeout_s": 600.0}
+        res = sandbox.run_job(job, sandbox.Limits(timeout_s=600.0, memory_mb=4096))
+        if not res.passed or res.outputs is None:
+            raise RuntimeError(f"{task_id}: the canonical solution did not run in the sandbox ({res.status}): {res.output_tail[-300:]}")
+        return task_id, res.outputs
+
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+        stored = dict(pool.map(record, problems.items()))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stored))
+    tmp.replace(cache)
+    return {tid: {k: (wire.decode(v) if k in ("base", "plus") else v) for k, v in o.items()} for tid, o in stored.items()}
 
 
 def load_examples(name: str, settings: EvalSettings) -> tuple[list[tasks.Example], str]:
@@ -236,6 +270,8 @@ def evaluate_benchmark(engine, name: str, examples: list[tasks.Example], prompts
                 row_l.append(len(s.response_ids)), row_t.append(s.finish_reason == "length"), row_a.append(ans if isinstance(ans, str) else None)
                 record = {"question_id": ex.id, "sample": j, "text": s.text, "extracted": ans, "reward": by_grader[settings.grader],
                           "finish_reason": s.finish_reason, "tokens": len(s.response_ids)}
+                if ex.kind == "code":  # where the tests ran (README: The code judge)
+                    record["judge"] = tasks.code_judge(ex)
                 if graded_twice:
                     record["reward_by_grader"] = by_grader
                 f.write(json.dumps(record) + "\n")
@@ -251,6 +287,7 @@ def evaluate_benchmark(engine, name: str, examples: list[tasks.Example], prompts
         "metrics_by_grader": by_grader if graded_twice else None,
         "tests": tests_used,
         "n_questions": len(examples),
+        "judge_counts": dict(collections.Counter(tasks.code_judge(ex) for ex in examples)) if graders and examples and examples[0].kind == "code" else None,
         "config": {**asdict(settings), "model": model_path, "engine": engine.name},
         "provenance": provenance(model_path),
         "wall_seconds": round(time.time() - t0, 3),

@@ -17,8 +17,9 @@ Two grader modes for the paper's benchmarks (``grader=``):
 
 - ``math_reward``: the last ``\boxed{...}`` (balanced braces) against the gold with math-verify,
   gold first; no box scores 0; ``\%`` is a unit.
-- ``code_reward``: the last fenced code block, run with its unit tests (or evalplus's checks)
-  in the sandbox; a pass is a positive signal from the harness, never an exit status.
+- ``code_reward``: the last fenced code block, run in the sandbox; the benchmark's unit tests (or
+  evalplus's checks) run in a separate judge process and call it through proxies, comparing
+  plain values (``srpo_ref.judge``).
 """
 
 from __future__ import annotations
@@ -352,19 +353,30 @@ def extract_code(response: str) -> str:
     return blocks[-1] if blocks else response
 
 
-def code_reward(response: str, gold, limits: sandbox.Limits = CODE_LIMITS) -> float:
-    """1.0 when the extracted program passes its tests in the sandbox. ``gold`` is either test
-    source (asserts; HumanEval's ``check(...)``) or an evalplus job
-    ``{"evalplus": "humaneval"|"mbpp", "problem": ..., "expected": ...}`` graded by evalplus's own
-    ``check_correctness`` (see ``evals.run.evalplus_gold``)."""
-    program = extract_code(response)
+def code_job(program: str, gold) -> dict:
+    """The judge's job for ``program`` (``srpo_ref.judge``). ``gold``: a test plan
+    (``judge.plan``: HumanEval and MBPP rows carry one), test source (asserts on the functions
+    it calls; planned here), or an evalplus job ``{"evalplus": "humaneval"|"mbpp", "problem":
+    ..., "expected": ...}`` (see ``evals.run.evalplus_examples``)."""
+    from srpo_ref import judge
+
     if isinstance(gold, dict) and "evalplus" in gold:
-        job = {"mode": "evalplus", "candidate": program, "dataset": gold["evalplus"], "problem": gold["problem"],
-               "expected": gold["expected"], "base_only": gold.get("base_only", False),
-               "min_time_limit": gold.get("min_time_limit", 1.0), "gt_time_limit_factor": gold.get("gt_time_limit_factor", 4.0)}
-        limits = sandbox.Limits(**{**limits.__dict__, "timeout_s": max(limits.timeout_s, gold.get("timeout_s", 60.0))})
-    else:
-        job = {"mode": "tests", "candidate": program, "tests": str(gold)}
+        return {"judge": "evalplus", "candidate": program, "dataset": gold["evalplus"], "problem": gold["problem"],
+                "expected": gold["expected"], "base_only": gold.get("base_only", False),
+                "min_time_limit": gold.get("min_time_limit", 1.0), "gt_time_limit_factor": gold.get("gt_time_limit_factor", 4.0),
+                "timeout_s": gold.get("timeout_s", 60.0)}
+    spec = gold if isinstance(gold, dict) and "judge" in gold else judge.plan(str(gold))
+    if spec["judge"] == "proxy":
+        return {"judge": "proxy", "candidate": program, "spec": spec}
+    return {"judge": "in_process", "candidate": program, "tests": spec["tests"]}
+
+
+def code_reward(response: str, gold, limits: sandbox.Limits = CODE_LIMITS) -> float:
+    """1.0 when the extracted program passes its tests: the benchmark's tests run in the judge
+    process, the program in the sandbox answers their calls (``srpo_ref.judge``)."""
+    job = code_job(extract_code(response), gold)
+    if job["judge"] == "evalplus":
+        limits = sandbox.Limits(**{**limits.__dict__, "timeout_s": max(limits.timeout_s, job["timeout_s"])})
     return float(sandbox.run_job(job, limits).passed)
 
 
@@ -378,13 +390,18 @@ REWARDS = {
 }
 
 
+# Longer than any response the samplers can produce (16k tokens of ~12 characters): a text this
+# long is not an answer, and no scorer's regex should ever see it.
+MAX_RESPONSE_CHARS = 200_000
+
+
 def score(kind: str, response: str, gold, grader: str = DEFAULT_GRADER) -> float:
     """Reward of ``response`` for a row of ``kind``; 0 on any failure of the scorer itself."""
     if kind not in REWARDS:
         raise ValueError(f"unknown reward kind {kind!r}; known: {sorted(REWARDS)}")
     if grader not in GRADERS:
         raise ValueError(f"unknown grader {grader!r}; choose one of {GRADERS}")
-    if not isinstance(response, str):
+    if not isinstance(response, str) or len(response) > MAX_RESPONSE_CHARS:
         return 0.0
     try:
         return REWARDS[kind][grader](response, gold)

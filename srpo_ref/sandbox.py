@@ -1,26 +1,31 @@
-"""Run untrusted, model-written programs: the code sandbox behind the code rewards.
+"""Run untrusted, model-written programs: the processes behind the code rewards.
 
-Two layers (what each guarantees is in the README, "The code sandbox"):
+Three processes per job (what each can see is in the README, "The code judge"):
 
-1. **Isolation by the kernel** (``backend="bwrap"``): bubblewrap gives the program a read-only
-   view of the system, one small writable tmpfs (``/tmp``, size-capped), no network, its own PID,
-   IPC and UTS namespaces (it cannot see or signal any process outside; when the sandbox ends,
-   every process in it ends), a fresh session, and a throwaway user id when we run as root (so
-   ``RLIMIT_NPROC`` counts its processes). rlimits cap CPU seconds, address space, file size
-   (which also caps the combined stdout+stderr file), and process count. Where bubblewrap is
-   missing, ``backend="guard"``: the same rlimits, ``unshare --net`` when it works, a new session
-   killed as a whole, and the harness's audit hook also refuses writes outside the working
-   directory, sockets and process creation. Results record which backend ran; a warning is
-   logged once when it is ``guard``.
-2. **Grading inside the process** (``sandbox_harness.py``): a pass is the random token written
-   back after every test passed, never an exit status; compared values must be plain builtin
-   values; an audit hook blocks introspection that could read the token or tamper with tests.
+1. **The evaluator** (trainer or ``evals``) calls ``run_job``: it starts the judge, hands it the
+   job, and reads one verdict line. It never runs candidate code or benchmark tests.
+2. **The judge** (``python -m srpo_ref.judge``, trusted code only) starts the candidate process,
+   runs the benchmark's own tests with the candidate's functions bound to proxies, compares
+   plain values, ends the candidate and reaps every process it left (it is a child subreaper).
+3. **The candidate process** (``sandbox_harness.py``, mode ``serve``) in the sandbox: it runs
+   the program and answers calls with plain values. For tests the judge cannot serve, the
+   in-process fallback (mode ``tests``) runs the tests there instead.
 
-``run_job`` is the one entry point; ``srpo_ref.rewards`` builds the jobs.
+The sandbox (``backend="bwrap"``): bubblewrap gives the program a read-only view of the system,
+one small writable tmpfs for ``/tmp`` and ``/dev/shm`` (capped in bytes and, where a private
+mount namespace can be made, in inodes), no network, its own PID, IPC and UTS namespaces (it
+cannot see or signal any process outside; when the sandbox ends, every process in it ends), a
+fresh session, and a throwaway user id when we run as root (so ``RLIMIT_NPROC`` counts its
+processes). rlimits cap CPU seconds, address space, file size and process count. Where
+bubblewrap is missing, ``backend="guard"``: the same rlimits, ``unshare --net`` when it works,
+and the harness's audit hook also refuses writes outside the working directory, sockets and
+process creation. Results record which backend ran; a warning is logged once when it is
+``guard``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -30,20 +35,23 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 HARNESS = Path(__file__).with_name("sandbox_harness.py")
+WIRE = Path(__file__).with_name("wire.py")
 
 
 @dataclass(frozen=True)
 class Limits:
-    timeout_s: float = 10.0  # wall clock for the whole program, start-up included
+    timeout_s: float = 10.0  # wall clock for the whole job, start-up included
     memory_mb: int = 1024  # address space per process
     nproc: int = 32  # processes and threads
     output_mb: int = 4  # stdout+stderr, and any one file written
     scratch_mb: int = 64  # the writable tmpfs (bubblewrap only)
+    scratch_inodes: int = 4096  # files and directories in it (bubblewrap as root only)
 
 
 @dataclass
@@ -52,34 +60,61 @@ class SandboxResult:
     status: str  # passed | failed | timeout | error
     backend: str  # bwrap | guard
     output_tail: str = ""
+    judge: str = ""  # proxy | in_process: where the tests ran (README: The code judge)
+    outputs: dict | None = None  # judge="record": the solution's outputs (wire values) and times
 
 
 _BACKEND: str | None = None
+_INODE_CAP: bool | None = None
 
 
 def backend() -> str:
     """``bwrap`` when bubblewrap can start a sandbox here, else ``guard`` (warned once).
-    ``SRPO_SANDBOX=guard`` forces the fallback (tests use it)."""
-    global _BACKEND
+    ``SRPO_SANDBOX=guard`` forces the fallback (tests use it). The probe runs in a judge
+    process, which reaps what bubblewrap leaves."""
+    global _BACKEND, _INODE_CAP
     forced = os.environ.get("SRPO_SANDBOX")
-    if forced in ("bwrap", "guard"):
+    if forced in ("bwrap", "guard") and "SRPO_SANDBOX_INODE_CAP" in os.environ:  # a judge: the evaluator probed
+        _INODE_CAP = os.environ["SRPO_SANDBOX_INODE_CAP"] == "1"
         return forced
     if _BACKEND is None:
-        _BACKEND = "guard"
-        if shutil.which("bwrap") and shutil.which("prlimit"):
-            try:
-                probe = subprocess.run(_bwrap_prefix(tempfile.gettempdir(), 61000) + ["/bin/true"],
-                                       capture_output=True, timeout=20)
-                if probe.returncode == 0:
-                    _BACKEND = "bwrap"
-                else:
-                    log.warning("bubblewrap is installed but cannot start a sandbox here (%s)", probe.stderr.decode()[-300:])
-            except (OSError, subprocess.TimeoutExpired) as e:
-                log.warning("bubblewrap probe failed: %s", e)
+        try:
+            out = subprocess.run([sys.executable, "-m", "srpo_ref.judge", "--probe"], capture_output=True, timeout=60)
+            probe = json.loads(out.stdout.decode().strip().splitlines()[-1])
+        except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as e:
+            probe = {"backend": "guard", "inode_cap": False, "why": f"probe failed: {e}"}
+        _BACKEND, _INODE_CAP = probe["backend"], probe["inode_cap"]
+        if probe.get("why"):
+            log.warning("%s", probe["why"])
         if _BACKEND == "guard":
             log.warning("code rewards run WITHOUT bubblewrap (in-process guard only); install the 'bubblewrap' "
                         "package for kernel isolation (README: The code sandbox)")
+    if forced in ("bwrap", "guard"):
+        return forced
     return _BACKEND
+
+
+def probe() -> dict:
+    """Which sandbox works here (run inside the judge process, see ``backend``)."""
+    if not (shutil.which("bwrap") and shutil.which("prlimit")):
+        return {"backend": "guard", "inode_cap": False, "why": "bubblewrap or prlimit is not installed"}
+    why = ""
+    for inode_cap in (True, False):
+        if inode_cap and os.geteuid() != 0:
+            continue
+        with tempfile.TemporaryDirectory(prefix="srpo_job_", dir=_jobs_base()) as job_dir:
+            os.chmod(job_dir, 0o755)
+            cmd = _bwrap_command(job_dir, 61000, Limits(), inode_cap) + ["/bin/true"]
+            try:
+                done = subprocess.run(cmd, capture_output=True, timeout=20)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                why = f"bubblewrap probe failed: {e}"
+                continue
+            if done.returncode == 0:
+                note = "" if inode_cap else "the sandbox's tmpfs is capped in bytes but not in inodes (no private mount namespace here)"
+                return {"backend": "bwrap", "inode_cap": inode_cap, "why": note}
+            why = f"bubblewrap is installed but cannot start a sandbox here ({done.stderr.decode()[-300:]})"
+    return {"backend": "guard", "inode_cap": False, "why": why}
 
 
 def _hidden_ancestors(path: str) -> list[str]:
@@ -98,10 +133,21 @@ def _jobs_base() -> str:
     return base
 
 
-def _bwrap_prefix(job_dir: str, uid: int) -> list[str]:
-    cmd = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+# Mount a tmpfs capped in bytes and inodes on the job's scratch directory, in a private mount
+# namespace (gone with the sandbox), then run bubblewrap, which binds it as /tmp and /dev/shm.
+_MOUNT_SCRATCH = 'mount -t tmpfs -o "$1" srpo-scratch "$2" && mkdir -m 1777 "$2/shm" && shift 2 && exec "$@"'
+
+
+def _bwrap_command(job_dir: str, uid: int, limits: Limits, inode_cap: bool) -> list[str]:
+    scratch = os.path.join(job_dir, "scratch")
+    cmd = []
+    if inode_cap:
+        os.makedirs(scratch, exist_ok=True)
+        opts = f"size={limits.scratch_mb << 20},nr_inodes={limits.scratch_inodes},mode=1777"
+        cmd = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _MOUNT_SCRATCH, "sh", opts, scratch]
+    cmd += ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     base = os.path.realpath(_jobs_base())
-    if not base.startswith("/tmp/"):  # /tmp is replaced by a tmpfs below; elsewhere hide it here
+    if not base.startswith("/tmp/"):  # /tmp is replaced below; elsewhere hide the jobs here
         cmd += ["--tmpfs", base]
     if os.geteuid() == 0:
         # The interpreter must stay readable for the throwaway uid: where an ancestor directory
@@ -118,9 +164,12 @@ def _bwrap_prefix(job_dir: str, uid: int) -> list[str]:
             cmd += ["--tmpfs", d]
         for d in sorted(binds):
             cmd += ["--ro-bind", d, d]
-    cmd += ["--perms", "01777", "--size", str(16 << 20), "--tmpfs", "/dev/shm",
-            "--perms", "01777", "--size", str(64 << 20), "--tmpfs", "/tmp",
-            "--ro-bind", job_dir, "/tmp/.job", "--perms", "0777", "--dir", "/tmp/work", "--chdir", "/tmp/work",
+    if inode_cap:
+        cmd += ["--bind", scratch, "/tmp", "--bind", os.path.join(scratch, "shm"), "/dev/shm"]
+    else:
+        cmd += ["--perms", "01777", "--size", str(16 << 20), "--tmpfs", "/dev/shm",
+                "--perms", "01777", "--size", str(limits.scratch_mb << 20), "--tmpfs", "/tmp"]
+    cmd += ["--ro-bind", job_dir, "/tmp/.job", "--perms", "0777", "--dir", "/tmp/work", "--chdir", "/tmp/work",
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--clearenv",
             "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp/work", "--setenv", "TMPDIR", "/tmp/work",
@@ -140,69 +189,116 @@ def _prlimit(limits: Limits) -> list[str]:
     return ["prlimit", f"--cpu={cpu}", f"--as={mem}", f"--fsize={fsize}", f"--nproc={limits.nproc}", "--core=0"]
 
 
-def run_job(job: dict, limits: Limits = Limits()) -> SandboxResult:
-    """Run one harness job (see ``sandbox_harness.py``) and report whether it passed."""
-    kind = backend()
-    token = secrets.token_hex(16).encode()
-    with tempfile.TemporaryDirectory(prefix="srpo_job_", dir=_jobs_base()) as job_dir, \
-            tempfile.TemporaryDirectory(prefix="srpo_work_") as work_dir, \
-            tempfile.TemporaryFile(prefix="srpo_out_") as out:
-        job = {**job, "contained": kind == "bwrap", "memory_bytes": limits.memory_mb << 20}
-        with open(os.path.join(job_dir, "job.pkl"), "wb") as f:
-            pickle.dump(job, f)
+class Candidate:
+    """The candidate process in the sandbox (started by the judge): ``proc.stdin`` and
+    ``proc.stdout`` are its request and reply pipes (mode ``serve``) or the token's way in and
+    the verdict's way out (mode ``tests``); everything it prints goes to ``output()``."""
+
+    def __init__(self, job: dict, limits: Limits):
+        self.kind = backend()
+        self.limits = limits
+        self.uid = None
+        self._job_dir = tempfile.TemporaryDirectory(prefix="srpo_job_", dir=_jobs_base())
+        self._work_dir = tempfile.TemporaryDirectory(prefix="srpo_work_")
+        self._out = tempfile.TemporaryFile(prefix="srpo_out_")
+        job_dir = self._job_dir.name
+        job = {**job, "contained": self.kind == "bwrap", "memory_bytes": limits.memory_mb << 20}
+        with open(os.path.join(job_dir, "job.json"), "w") as f:
+            json.dump(job, f)
         shutil.copy(HARNESS, os.path.join(job_dir, "harness.py"))
+        shutil.copy(WIRE, os.path.join(job_dir, "wire.py"))
         os.chmod(job_dir, 0o755)
-        if kind == "bwrap":
-            uid = 200_000 + secrets.randbelow(1 << 20)  # one per run: RLIMIT_NPROC is counted per uid
-            cmd = _prlimit(limits) + _bwrap_prefix(job_dir, uid) + [sys.executable, "-I", "/tmp/.job/harness.py", "/tmp/.job"]
+        if self.kind == "bwrap":
+            self.uid = 200_000 + secrets.randbelow(1 << 20)  # one per run: RLIMIT_NPROC is counted per uid
+            cmd = _prlimit(limits) + _bwrap_command(job_dir, self.uid, limits, bool(_INODE_CAP)) + [
+                sys.executable, "-I", "/tmp/.job/harness.py", "/tmp/.job"]
             cwd, env = "/", {"PATH": "/usr/bin:/bin"}
         else:
             cmd = _prlimit(limits) + _unshare_net() + [sys.executable, "-I", os.path.join(job_dir, "harness.py"), job_dir]
-            cwd = work_dir
-            env = {"PATH": "/usr/bin:/bin", "HOME": work_dir, "TMPDIR": work_dir, "PYTHONHASHSEED": "0",
+            cwd = self._work_dir.name
+            env = {"PATH": "/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd, "PYTHONHASHSEED": "0",
                    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-        try:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        except OSError as e:
-            return SandboxResult(False, "error", kind, f"could not start the sandbox: {e}")
-        status = "failed"
-        try:
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._out, start_new_session=True)
+
+    def output(self, limit: int = 2000) -> str:
+        self._out.seek(0, os.SEEK_END)
+        size = self._out.tell()
+        self._out.seek(max(0, size - limit))
+        return self._out.read().decode(errors="replace")
+
+    def stop(self, grace_s: float = 0.5) -> None:
+        """End the process: EOF on its requests first (a served program then exits by itself),
+        then SIGKILL to what is left, every process under its uid, and the pipes closed."""
+        for pipe in (self.proc.stdin,):
             try:
-                proc.stdin.write(token + b"\n")
-                proc.stdin.close()
-            except (BrokenPipeError, OSError):
+                pipe.close()
+            except OSError:
                 pass
-            proc.wait(timeout=limits.timeout_s)
+        try:
+            self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            status = "timeout"
-        finally:
-            _kill_group(proc)
-            if kind == "bwrap" and os.geteuid() == 0:
-                _reap_uid(uid)
-        out.seek(0, os.SEEK_END)
-        size = out.tell()
-        out.seek(max(0, size - 4096))
-        tail = out.read().decode(errors="replace")
-    lines = [line for line in tail.splitlines() if line.strip()]
-    if status != "timeout" and lines and lines[-1].strip() == token.decode():
-        return SandboxResult(True, "passed", kind, "")
-    return SandboxResult(False, status, kind, tail[-2000:])
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        if self.uid is not None and os.geteuid() == 0:
+            _reap_uid(self.uid)
+        self.proc.stdout.close()
+
+    def cleanup(self) -> None:
+        self._out.close()
+        self._job_dir.cleanup()
+        self._work_dir.cleanup()
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def run_job(job: dict, limits: Limits = Limits()) -> SandboxResult:
+    """Judge one job (``srpo_ref.judge``) in a judge process and report whether it passed.
+    The judge keeps its own deadline; this wait is only the backstop."""
+    kind = backend()
+    timeout_s = job.get("timeout_s", limits.timeout_s)
+    env = {**os.environ, "SRPO_SANDBOX": kind, "SRPO_SANDBOX_INODE_CAP": "1" if _INODE_CAP else "0"}
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
+        proc = subprocess.Popen([sys.executable, "-m", "srpo_ref.judge"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True, env=env)
+    except OSError as e:
+        return SandboxResult(False, "error", kind, f"could not start the judge: {e}")
+    try:
+        out, err = proc.communicate(pickle.dumps({"job": job, "limits": limits}), timeout=timeout_s + 30)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.communicate()
+        return SandboxResult(False, "timeout", kind, "the judge did not finish")
+    try:
+        verdict = json.loads(out.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return SandboxResult(False, "error", kind, "the judge wrote no verdict: " + err.decode(errors="replace")[-1500:])
+    return SandboxResult(verdict["passed"], verdict["status"], kind, verdict.get("output_tail", ""), verdict.get("judge", ""),
+                         verdict.get("outputs"))
+
+
+def reap_children(deadline_s: float = 5.0) -> None:
+    """Wait for every child of this process (a subreaper: orphans of its descendants too)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            if time.monotonic() > end:
+                return
+            time.sleep(0.01)
 
 
 def _reap_uid(uid: int, timeout_s: float = 5.0) -> None:
     """Kill whatever still runs under the run's throwaway uid and wait until it is gone: the
     kernel tears a PID namespace down asynchronously, so members can outlive bwrap briefly."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     while True:
         alive = []
@@ -215,7 +311,7 @@ def _reap_uid(uid: int, timeout_s: float = 5.0) -> None:
             except OSError:
                 continue
             if fields.get("State", "").split()[:1] == ["Z"]:
-                continue  # a zombie runs nothing; its parent (or init) reaps it
+                continue  # a zombie runs nothing; the judge (a subreaper) reaps it
             if str(uid) in fields.get("Uid", "").split():
                 alive.append(int(pid))
         if not alive or time.monotonic() > deadline:

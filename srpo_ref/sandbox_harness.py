@@ -1,24 +1,25 @@
 """The program that runs *inside* the code sandbox (see ``srpo_ref.sandbox``); never imported by
-the project. ``python -I sandbox_harness.py JOB_DIR`` reads ``JOB_DIR/job.pkl``:
+the project. ``python -I sandbox_harness.py JOB_DIR`` reads ``JOB_DIR/job.json``:
 
-- ``mode="tests"``: execute the candidate program, then the unit tests (rewritten so that every
-  compared value must be a plain builtin value of exact type: an object that is "equal to
-  everything" fails);
-- ``mode="evalplus"``: grade the candidate with evalplus's own ``untrusted_check`` on the base and
-  plus inputs, as ``evalplus.evaluate.check_correctness`` does (its expected outputs,
-  tolerances, special oracles and per-input time limits), the entry point wrapped so that it
-  must return plain builtin values.
-
-A pass is a *positive signal*: the parent writes a random token on stdin; the harness reads it
-before any untrusted code runs and writes it back on stdout only after every test passed. Exit
-status means nothing, so ``sys.exit(0)``, ``os._exit(0)``, ``atexit`` tricks, killing the parent
-or a thread that ends the process all count as failures.
+- ``mode="serve"`` (the judge's candidate process, ``srpo_ref.judge``): execute the candidate
+  program, say ``ready``, then answer calls: each request names a function and carries its
+  arguments as plain data (``wire.py``); the reply is the return value through the strict
+  encoder (exact builtin types only), the arguments when the call changed them, or the name of
+  the exception it raised. This process never sees a test, an expected output or a secret:
+  whatever it does, it can only choose the values it returns.
+- ``mode="tests"`` (the fallback, ``judge: in_process``, for tests the judge cannot serve):
+  execute the candidate program, then its unit tests in this process, rewritten so that every
+  compared value must be a plain builtin value of exact type. A pass is a *positive signal*:
+  the parent writes a random token on stdin; the harness reads it before any untrusted code runs
+  and writes it back on stdout only after every test passed. Exit status means nothing.
 
 Before untrusted code runs, an audit hook (PEP 578: it cannot be removed) blocks what would let
 the program read the token or tamper with the grading: frame, code and traceback introspection,
-``gc`` object walks, ``ctypes``, tracing/profiling hooks, ``/proc/*/mem``, new programs
-(``exec``/``system``/``Popen``), signals to other processes and, outside bubblewrap, writes
-outside the working directory and sockets.
+``gc`` object walks, ``ctypes``, tracing/profiling hooks, new audit hooks, ``/proc/*/mem`` (by
+its real path, so a symlink does not help) and symlinks into ``/proc``, new programs
+(``exec``/``system``/``Popen``), signals to other processes, signal handlers and, outside
+bubblewrap, writes outside the working directory and sockets. In ``serve`` mode this is defence
+in depth only: there is nothing in the process to read.
 """
 
 import sys
@@ -45,7 +46,7 @@ _PRELOAD = ("typing", "collections", "collections.abc", "dataclasses", "math", "
             "array", "queue", "textwrap", "unicodedata", "time", "traceback", "warnings", "contextlib")
 # Modules whose attributes must not change while the candidate runs (what tests compare with).
 _WATCHED = ("builtins", "math", "cmath", "copy", "operator", "functools", "itertools", "collections",
-            "re", "numpy", "numpy.core.numeric", "evalplus.eval", "evalplus.eval._special_oracle")
+            "re")
 _PLAIN_SCALARS = (int, float, complex, bool, str, bytes, type(None), range)
 _PLAIN_CONTAINERS = (list, tuple, set, frozenset, dict)
 _PLAIN_TYPES = frozenset(_PLAIN_SCALARS + _PLAIN_CONTAINERS + (type, bytearray))
@@ -79,25 +80,46 @@ def plain(value, _depth=0):
     """``value`` when it is built only from builtin values of exact type (no subclasses, so no
     custom ``__eq__``, ``__bool__`` or arithmetic); raises otherwise."""
     t = type(value)
-    if t in _PLAIN_SCALARS or t in _STDLIB_SCALARS:
+    # identity, never ``in``: tuple membership calls ``==``, which a metaclass can answer
+    if _is_one_of(t, _PLAIN_SCALARS) or _is_one_of(t, _STDLIB_SCALARS):
+        if _is_one_of(t, _STDLIB_SCALARS):
+            _check_stdlib_fields(value)
         return value
     if _depth > 200:
         raise TamperError("value nested too deeply")
-    if t is list or t is tuple or t is set or t is frozenset or t in _STDLIB_SEQUENCES:
+    if t is list or t is tuple or t is set or t is frozenset or _is_one_of(t, _STDLIB_SEQUENCES):
         for v in value:
             plain(v, _depth + 1)
         return value
-    if t is dict or t in _STDLIB_MAPPINGS:
+    if t is dict or _is_one_of(t, _STDLIB_MAPPINGS):
         for k, v in dict.items(value):
             plain(k, _depth + 1), plain(v, _depth + 1)
         return value
-    if t is type and value in _PLAIN_TYPES:
+    if t is type and _is_one_of(value, tuple(_PLAIN_TYPES)):
         return value
     raise TamperError(f"a test compared a value of type {t.__qualname__}, not a plain builtin value")
 
 
-# Set by evalplus's own ``reliability_guard`` before the candidate runs; not used in grading.
-_VOLATILE = {"builtins": {"exit", "quit", "help", "open"}}
+def _is_one_of(t, types) -> bool:
+    for candidate in types:
+        if t is candidate:
+            return True
+    return False
+
+
+def _check_stdlib_fields(value) -> None:
+    """A trusted stdlib value compares through its fields: they must be plain too (a Fraction
+    whose ``_numerator`` is an always-equal object is forged)."""
+    for slot in ("_numerator", "_denominator", "_int", "_exp", "_sign"):
+        try:
+            field = object.__getattribute__(value, slot)
+        except AttributeError:
+            continue
+        if not (type(field) is int or type(field) is str or type(field) is bool):
+            raise TamperError("a standard-library value holds a forged field")
+
+
+_VOLATILE: dict = {}
 
 
 def _hide_harness() -> None:
@@ -174,10 +196,9 @@ def _rewrite_tests(source: str):
     return compile(ast.fix_missing_locations(tree), "tests.py", "exec")
 
 
-def _install_audit_hook(root: str, contained: bool, trusted_pid: int | None, job_dir: str = ""):
+def _install_audit_hook(root: str, contained: bool, job_dir: str = ""):
     """Block the events listed in the module docstring. ``contained``: running under bubblewrap
-    (the file system and network are already isolated by the kernel). ``trusted_pid``: a process
-    that runs only the grader's own code (evalplus's parent process), exempt from the hook."""
+    (the file system and network are already isolated by the kernel)."""
     import errno
 
     blocked = {
@@ -186,8 +207,9 @@ def _install_audit_hook(root: str, contained: bool, trusted_pid: int | None, job
         "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.forkpty", "subprocess.Popen", "pty.spawn",
         "ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.string_at", "ctypes.wstring_at",
         "ctypes.addressof", "ctypes.cdata", "ctypes.cdata/buffer", "ctypes.call_function", "ctypes.PyObj_FromPtr",
-        "code.__new__", "sys.set_asyncgen_hooks", "cpython._PySys_ClearAuditHooks",
-        "os.kill", "os.killpg", "signal.pthread_kill", "os.fork", "os.chroot",
+        "code.__new__", "sys.set_asyncgen_hooks", "cpython._PySys_ClearAuditHooks", "sys.addaudithook",
+        "function.__new__", "sys.monitoring.register_callback", "signal.pthread_kill",
+        "os.kill", "os.killpg", "os.fork", "os.chroot",
     }
     blocked_imports = {"ctypes", "_ctypes", "_testcapi", "_testinternalcapi", "_xxsubinterpreters",
                        "_posixsubprocess", "pty", "cffi", "_cffi_backend"}
@@ -215,11 +237,14 @@ def _install_audit_hook(root: str, contained: bool, trusted_pid: int | None, job
         raise kind(errno.EPERM, f"blocked by the srpo sandbox: {event}") if kind is PermissionError else kind(
             f"blocked by the srpo sandbox: {event}")
 
-    getpid = os.getpid
+    private = ("mem", "pagemap", "kcore", "kmem", "environ", "syscall", "stack", "auxv")
+
+    def _special(p: str) -> bool:
+        parts = p.rstrip("/").split("/")
+        return parts[-1] in private or p.startswith(("/dev/mem", "/dev/kmem", "/dev/port")) or (
+            p.startswith("/proc/") and ("fd" in parts or "map_files" in parts or "root" in parts or "cwd" in parts))
 
     def hook(event, args):
-        if trusted_pid is not None and getpid() == trusted_pid:
-            return
         if event == "sys._getframe" or event == "sys._getframemodulename":
             deny(event, ValueError)  # stdlib callers (namedtuple, TypeVar) tolerate ValueError
         if event == "object.__getattr__" and args and len(args) > 1 and str(args[1]).endswith("_frame"):
@@ -236,12 +261,20 @@ def _install_audit_hook(root: str, contained: bool, trusted_pid: int | None, job
             # its own job, and any other sandbox's (the guard backend shares the host's file system)
             if target == hidden or target.startswith(hidden + os.sep) or "/srpo_job_" in target:
                 deny(event)
+        if event in ("os.symlink", "os.link") and args:
+            # a link to /proc/self/mem (or anything in /proc, /sys, /dev) is a way around the
+            # path checks below
+            try:
+                src = os.fsdecode(args[0])
+            except Exception:
+                deny(event)
+            if not isinstance(args[0], int) and _special(os.path.normpath(os.path.join(os.getcwd(), src))):
+                deny(event)
         if event == "open" and args:
             path = args[0]
             if not isinstance(path, int):
                 p = os.fsdecode(path)
-                parts = p.rstrip("/").split("/")
-                if parts[-1] in ("mem", "pagemap", "kcore", "kmem", "environ") or p.startswith(("/dev/mem", "/dev/kmem", "/dev/port")):
+                if _special(p) or _special(os.path.realpath(p)):
                     deny(event)
                 mode, flags = args[1] if len(args) > 1 else None, args[2] if len(args) > 2 else 0
                 writing = any(c in (mode or "") for c in "wax+") or bool((flags or 0) & write_flags)
@@ -254,72 +287,142 @@ def _install_audit_hook(root: str, contained: bool, trusted_pid: int | None, job
     sys.addaudithook(hook)
 
 
+def _deny_signal_handlers() -> None:
+    """``signal.signal`` hands a handler the interrupted frame: refuse it (both spellings)."""
+    import signal
+    import _signal
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("blocked by the srpo sandbox: signal handlers")
+
+    for module in (signal, _signal):
+        module.signal = refuse
+        if hasattr(module, "set_wakeup_fd"):
+            module.set_wakeup_fd = refuse
+
+
+def _write_all(fd: int, data: bytes, write=os.write) -> None:
+    while data:
+        data = data[write(fd, data):]
+
+
+def _read_exact(fd: int, n: int, read=os.read) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = read(fd, n - len(out))
+        if not chunk:
+            raise EOFError
+        out += chunk
+    return out
+
+
+def _load_wire(job_dir: str):
+    """``wire.py`` (copied beside this file) as a module object that is not in ``sys.modules``."""
+    module = type(sys)("srpo_wire")
+    with open(os.path.join(job_dir, "wire.py")) as f:
+        exec(compile(f.read(), "wire.py", "exec"), module.__dict__)
+    return module
+
+
+def serve(job: dict, job_dir: str) -> None:
+    """The candidate process of the judge (module docstring). Never returns."""
+    wire = _load_wire(job_dir)
+    requests, replies = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)  # the program's prints go to the captured output, not into the replies
+    encode, decode, pack, parse, unpack_header = wire.encode, wire.decode, wire.pack, wire.parse, wire.unpack_header
+    exit_now, type_name, base_exception = os._exit, wire._type_name, BaseException
+
+    def send(message) -> None:
+        try:
+            frame = pack(message)
+        except base_exception:
+            frame = pack({"error": "reply could not be encoded"})
+        _write_all(replies, frame)
+
+    for name in _PRELOAD:
+        __import__(name)
+    import builtins
+
+    code = compile(job["candidate"], "candidate.py", "exec")
+    _hide_harness()
+    _install_audit_hook(os.getcwd(), job["contained"], job_dir=job_dir)
+    _deny_signal_handlers()
+    namespace = {"__name__": "__candidate__", "__builtins__": builtins}  # its `if __name__ == "__main__"` demo does not run
+    try:
+        exec(code, namespace)
+    except base_exception as e:  # noqa: BLE001
+        send({"error": f"the program raised {type_name(type(e))} before any call"})
+        exit_now(0)
+    send({"ready": 1})
+    while True:
+        try:
+            request = parse(_read_exact(requests, unpack_header(_read_exact(requests, 4))))
+            name, args, kwargs = request["call"], decode(request["args"]), decode(request["kwargs"])
+        except base_exception:
+            exit_now(0)  # the judge closed the pipe (or sent nonsense): done
+        fn = namespace.get(name)
+        if not callable(fn):
+            send({"error": f"the program defines no function {name!r}"})
+            continue
+        want_changes = request.get("changes", False)
+        try:
+            before = [encode(a) for a in args] if want_changes else None
+        except base_exception:
+            before = None
+        try:
+            value = fn(*args, **kwargs)
+        except base_exception as e:  # noqa: BLE001  the candidate's own exception is its answer
+            send({"raised": type_name(type(e))})
+            continue
+        try:
+            reply = {"ok": encode(value)}
+            if before is not None:
+                after = [encode(a) for a in args]
+                reply["changed"] = [[i, a] for i, (b, a) in enumerate(zip(before, after)) if a != b]
+        except base_exception as e:  # noqa: BLE001
+            reply = {"error": f"returned a value that is not plain data ({type_name(type(e))})"}
+        send(reply)
+
+
 def main() -> None:
+    job_dir = sys.argv[1]
+    import json
+
+    with open(os.path.join(job_dir, "job.json")) as f:
+        job = json.load(f)
+    if job["mode"] == "serve":
+        serve(job, job_dir)
     token = _read_token()
     out = os.dup(1)
     write, exit_now = os.write, os._exit
-    job_dir = sys.argv[1]
-    import pickle
-
-    with open(os.path.join(job_dir, "job.pkl"), "rb") as f:
-        job = pickle.load(f)
-    if not job["contained"]:  # guard backend: the job file is on the shared file system
-        os.remove(os.path.join(job_dir, "job.pkl"))
     for name in _PRELOAD:
         __import__(name)
     import builtins
     import types
 
-    contained = job["contained"]
+    run_code = builtins.exec  # bound now: a program that swaps builtins.exec cannot skip the tests
     verdict, reason = False, ""
     try:
-        if job["mode"] == "tests":
-            builtins_copy = dict(vars(builtins))
-            tests_code = _rewrite_tests(job["tests"])
-            candidate_code = compile(job["candidate"], "candidate.py", "exec")
-            snapshot = _snapshot(_WATCHED + ("__main__",), _trust_stdlib())
-            _hide_harness()
-            _install_audit_hook(os.getcwd(), contained, trusted_pid=None, job_dir=job_dir)
-            cand_ns = {"__name__": "__candidate__", "__builtins__": builtins}
-            exec(candidate_code, cand_ns)
-            test_ns = {k: (_guarded(v, snapshot) if isinstance(v, types.FunctionType) and v.__module__ == "__candidate__" else v)
-                       for k, v in cand_ns.items()}
-            test_ns.update({"__name__": "__tests__", "__builtins__": builtins_copy, "__srpo_plain__": plain})
-            exec(tests_code, test_ns)
-            _check_unchanged(snapshot)
-            verdict = True
-        elif job["mode"] == "evalplus":
-            os.environ["EVALPLUS_MAX_MEMORY_BYTES"] = str(job["memory_bytes"])
-            import numpy  # noqa: F401  (evalplus compares floats with numpy)
-            from evalplus.eval import untrusted_check  # what evalplus.evaluate.check_correctness calls
-
-            snapshot = _snapshot(_WATCHED + ("__main__",), _trust_stdlib())
-            _hide_harness()
-            _install_audit_hook(os.getcwd(), contained, trusted_pid=os.getpid(), job_dir=job_dir)
-            problem, expected = job["problem"], job["expected"]
-            entry = problem["entry_point"]
-            # The candidate's entry point is wrapped so that whatever it returns must be a plain
-            # builtin value and the modules evalplus compares with must be untouched.
-            wrapped = (
-                job["candidate"]
-                + f"\n\nfrom srpo_ref_sandbox_guard import guard as __srpo_guard__\n"
-                + f"{entry} = __srpo_guard__({entry}, globals(), {entry!r})\n"
-            )
-            sys.modules["srpo_ref_sandbox_guard"] = type(sys)("srpo_ref_sandbox_guard")
-            sys.modules["srpo_ref_sandbox_guard"].guard = lambda fn, ns, name: _plain_result(fn, ns, name, snapshot)
-            statuses = []
-            for split in ("base",) if job.get("base_only") else ("base", "plus"):
-                status, _ = untrusted_check(job["dataset"], wrapped, problem[f"{split}_input"], entry,
-                                            expected=expected[split], atol=problem["atol"], ref_time=expected[f"{split}_time"],
-                                            fast_check=True, min_time_limit=job["min_time_limit"],
-                                            gt_time_limit_factor=job["gt_time_limit_factor"])
-                statuses.append(status)
-                if status != "pass":
-                    break
-            verdict = all(s == "pass" for s in statuses)
-            reason = f"evalplus statuses {statuses}"
-        else:
+        if job["mode"] != "tests":
             raise ValueError(f"unknown sandbox mode {job['mode']!r}")
+        builtins_copy = dict(vars(builtins))
+        tests_code = _rewrite_tests(job["tests"])
+        candidate_code = compile(job["candidate"], "candidate.py", "exec")
+        snapshot = _snapshot(_WATCHED + ("__main__",), _trust_stdlib())
+        _hide_harness()
+        _install_audit_hook(os.getcwd(), job["contained"], job_dir=job_dir)
+        _deny_signal_handlers()
+        cand_ns = {"__name__": "__candidate__", "__builtins__": builtins}
+        run_code(candidate_code, cand_ns)
+        test_ns = {k: (_guarded(v, snapshot) if isinstance(v, types.FunctionType) and v.__module__ == "__candidate__" else v)
+                   for k, v in cand_ns.items()}
+        test_ns.update({"__name__": "__tests__", "__builtins__": builtins_copy, "__srpo_plain__": plain})
+        run_code(tests_code, test_ns)
+        _check_unchanged(snapshot)
+        verdict = True
     except BaseException as e:  # noqa: BLE001  any way out of the tests is a failure
         verdict, reason = False, type(e).__name__  # never str(e): it could run the program's code
     if verdict:
@@ -327,22 +430,6 @@ def main() -> None:
     else:
         write(out, f"\nsrpo-sandbox: failed ({reason})\n".encode())
     exit_now(0)
-
-
-def _plain_result(fn, namespace, name, snapshot, check=None, to_plain=None):
-    """The entry point as evalplus calls it; the original stays bound while it runs, so the
-    candidate's own recursive calls cost no extra frames."""
-    check, to_plain = check or _check_unchanged, to_plain or plain
-
-    def call(*args, **kwargs):
-        namespace[name] = fn
-        try:
-            value = fn(*args, **kwargs)
-        finally:
-            namespace[name] = call
-        check(snapshot)
-        return to_plain(value)
-    return call
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ answer formats and the same reward code as SciKnowEval and Tool Use.
 
 from __future__ import annotations
 
+import collections
 import gzip
 import json
 import os
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from srpo_ref import rewards
+from srpo_ref import judge, rewards
 
 SDPO_REPO_RAW = "https://raw.githubusercontent.com/lasgroup/SDPO/0e6d510/datasets"
 # Tool Use system prompt (``tooluse_system``): "none" (the default) sends no system message, as the
@@ -224,7 +225,10 @@ def _humaneval(split: str, data_dir=None) -> list[Example]:
     out = []
     for r in rows:
         user = f"Complete the following function.\n\n```python\n{r['prompt']}```"
+        # The tests call ``check(entry_point)``, with the prompt's helpers (``poly``,
+        # ``encode_cyclic``) and the canonical solution defined in the judge, never the candidate's.
         tests = f"{r['test']}\n\ncheck({r['entry_point']})\n"
+        tests = judge.plan(tests, helpers=r["prompt"] + r["canonical_solution"], proxy=(r["entry_point"],), fallback=tests)
         out.append(Example(r["task_id"], [{"role": "system", "content": CODE_SYSTEM}, {"role": "user", "content": user}], tests, "code",
                            {"prompt": r["prompt"], "canonical_solution": r["canonical_solution"], "entry_point": r["entry_point"]}))
     return out
@@ -242,7 +246,7 @@ def _mbpp(split: str, data_dir=None) -> list[Example]:
     _check_count("mbpp", split, rows, 500)
     out = []
     for r in rows:
-        tests = "\n".join([r.get("test_setup_code") or "", *r["test_list"]])
+        tests = judge.plan("\n".join(r["test_list"]), helpers=r.get("test_setup_code") or "", reference=r["code"])
         user = f"{r['text']}\nYour code should pass these tests:\n\n" + "\n".join(r["test_list"])
         out.append(Example(f"mbpp-{r['task_id']}", [{"role": "system", "content": CODE_SYSTEM}, {"role": "user", "content": user}], tests, "code",
                            {"canonical_solution": r["code"]}))
@@ -370,7 +374,20 @@ def grader_self_check(name: str, data_dir=None, threads: int = 2) -> dict:
                                "known_unscorable": sorted(i for i, _ in results if expected_gold[i] == 0.0),
                                "failures": failures[:20], "ok": not failures}
     out["ok"] = all(v["ok"] for v in out["by_grader"].values())
+    if examples and examples[0].kind == "code":
+        out["judge"] = dict(collections.Counter(code_judge(ex) for ex in examples))
+        out["in_process_rows"] = {ex.id: ex.gold.get("why", "") for ex in examples if code_judge(ex) == "in_process"}
     return out
+
+
+def code_judge(ex: Example) -> str:
+    """Where a code row's tests run: ``proxy`` (the judge process, calling the program through
+    plain values), ``evalplus`` (the judge, by evalplus's rules) or ``in_process`` (the
+    fallback, beside the program in the sandbox). See ``srpo_ref.judge``."""
+    gold = ex.gold
+    if isinstance(gold, dict) and "evalplus" in gold:
+        return "evalplus"
+    return gold["judge"] if isinstance(gold, dict) and "judge" in gold else judge.plan(str(gold))["judge"]
 
 
 # SciKnowEval's answer format (its system prompt), around a reasoning text and a letter.

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from srpo_ref import rewards
 from srpo_ref.rewards import code_reward, math_reward, mcq_reward, score, tooluse_reward
 
 GOLD_TOOLS = json.dumps([
@@ -66,8 +67,13 @@ def test_code_reward_accepts_what_real_solutions_return():
         "def pair(a):\n    return (a / 2, None, {a})\n"
     )
     tests = ("assert fib(15) == 610\nassert count('abca') == {'a': 2, 'b': 1, 'c': 1}\n"
-             "assert pair(3) == (1.5, None, {3})\nassert P(1, 2).x == 1 and Box(3).v == 3\n")
+             "assert pair(3) == (1.5, None, {3})\n")
+    assert rewards.code_job(program, tests)["judge"] == "proxy"
     assert code_reward(f"```python\n{program}```", tests) == 1.0
+    # the tests use the program's own classes: judged in process (the fallback)
+    classes = tests + "assert P(1, 2).x == 1 and Box(3).v == 3\n"
+    assert rewards.code_job(program, classes)["judge"] == "in_process"
+    assert code_reward(f"```python\n{program}```", classes) == 1.0
 
 
 def test_score_dispatch_never_raises_on_bad_gold():
@@ -223,3 +229,36 @@ def test_strict_tool_use_compares_json_types():
     assert rewards.score("tooluse", 'Action: set\nAction Input: {"on": true, "n": true}', gold, "strict") == 0.0
     assert rewards.score("tooluse", 'Action: set\nAction Input: {"on": true, "n": 1.0}', gold, "strict") == 1.0  # one number type
     assert rewards.json_equal([1, {"a": None}], [1, {"a": None}]) and not rewards.json_equal([1], [True])
+
+
+ADVERSARIAL_CHARS = 8192 * 4  # 8,192 tokens' worth of text (about 4 characters a token)
+
+
+@pytest.mark.parametrize("shape", ["unclosed_boxes", "boxes_and_spaces", "blank_lines_then_action", "unclosed_inputs",
+                                   "action_then_spaces", "answer_tags", "code_fences", "backslashes"])
+def test_each_adversarial_shape_scores_in_under_a_second(shape):
+    """The issue's bound, per scorer call: what the linear scans do in milliseconds took seconds
+    to minutes with the quadratic ones (and a response over MAX_RESPONSE_CHARS is not parsed)."""
+    from srpo_ref import rewards
+
+    n = ADVERSARIAL_CHARS
+    text = {
+        "unclosed_boxes": "\\boxed{" * (n // 7),
+        "boxes_and_spaces": "\\boxed{" * (n // 14) + " " * (n // 2),
+        "blank_lines_then_action": "\n" * (n - 9) + "Action: x",
+        "unclosed_inputs": "Action Input: {" * (n // 15),
+        "action_then_spaces": "Action:" + " " * n + "x",
+        "answer_tags": "<answer>" * (n // 8),
+        "code_fences": "```python\n" * (n // 10),
+        "backslashes": "\\" * n + "\\boxed{1}",
+    }[shape]
+    gold_tool = json.dumps([{"Action": "x", "Action_Input": "{}"}])
+    for kind, gold in [("math", "1"), ("mcq", "A"), ("tooluse", gold_tool)]:
+        for grader in rewards.GRADERS:
+            t0 = time.perf_counter()
+            rewards.score(kind, text, gold, grader)
+            assert time.perf_counter() - t0 < 1.0, (shape, kind, grader)
+    t0 = time.perf_counter()
+    rewards.extract_code(text)  # the code scorer's only parsing (the rest is the sandbox's time limit)
+    assert time.perf_counter() - t0 < 1.0, (shape, "code")
+    assert rewards.score("math", "x" * (rewards.MAX_RESPONSE_CHARS + 1) + "\\boxed{1}", "1") == 0.0

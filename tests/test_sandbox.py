@@ -1,4 +1,6 @@
-"""The code sandbox against hostile programs (tests/hostile_programs.py), on both backends.
+"""The code sandbox against hostile programs (tests/hostile_programs.py), on both backends and
+both judges: ``proxy`` (the tests run in the judge process and call the program through plain
+values) and ``in_process`` (the fallback: tests and program in the sandboxed process).
 
 bubblewrap is part of the set-up (``make install`` installs it), so the bwrap backend must be
 available here; the in-process guard is the fallback for machines without it.
@@ -12,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from srpo_ref import sandbox
+from srpo_ref import rewards, sandbox
 from tests import hostile_programs as hp
 
 LIMITS = sandbox.Limits(timeout_s=3)
@@ -28,72 +30,86 @@ def backend(request, monkeypatch):
     return request.param
 
 
-def _job(program: str) -> dict:
-    return {"mode": "tests", "candidate": program, "tests": hp.ADD_TESTS}
+JUDGES = ["proxy", "in_process"]
+
+
+@pytest.fixture(params=JUDGES)
+def judge(request):
+    return request.param
+
+
+def _job(program: str, judge: str = "proxy") -> dict:
+    job = rewards.code_job(program, hp.ADD_TESTS)
+    assert job["judge"] == "proxy"
+    return job if judge == "proxy" else {"judge": "in_process", "candidate": program, "tests": hp.ADD_TESTS}
 
 
 def _sandbox_processes() -> list[str]:
-    """Live processes started by a sandbox: the harness, or anything under a throwaway uid."""
-    out = subprocess.run(["ps", "-eo", "pid,uid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
-    return [line for line in out if "harness.py" in line or int(line.split()[1]) >= 200_000]
+    """Live processes started by a sandbox: the harness, the judge, anything under a throwaway
+    uid, and zombies (a process that nobody reaped)."""
+    out = subprocess.run(["ps", "-eo", "pid,ppid,uid,stat,args"], capture_output=True, text=True).stdout.splitlines()[1:]
+    mine = str(os.getpid())
+    return [line for line in out if "harness.py" in line or ("srpo_ref.judge" in line and line.split()[1] == mine)
+            or int(line.split()[2]) >= 200_000 or (line.split()[3].startswith("Z") and line.split()[1] in (mine, "1"))]
 
 
-def _run_all(programs: dict, workers: int = 4) -> dict:
+def _run_all(programs: dict, workers: int = 4, judge: str = "proxy") -> dict:
     with ThreadPoolExecutor(workers) as pool:
-        return dict(zip(programs, pool.map(lambda p: sandbox.run_job(_job(p), LIMITS), programs.values())))
+        return dict(zip(programs, pool.map(lambda p: sandbox.run_job(_job(p, judge), LIMITS), programs.values())))
 
 
 def test_backend_detects_bubblewrap():
     assert sandbox.backend() in ("bwrap", "guard")
 
 
-def test_correct_program_passes(backend):
-    res = sandbox.run_job(_job(hp.CORRECT), LIMITS)
-    assert res.passed and res.status == "passed" and res.backend == backend
+def test_correct_program_passes(backend, judge):
+    res = sandbox.run_job(_job(hp.CORRECT, judge), LIMITS)
+    assert res.passed and res.status == "passed" and res.backend == backend and res.judge == judge
 
 
-def test_every_hostile_program_scores_zero_and_leaves_nothing(backend, tmp_path, monkeypatch):
+def test_every_hostile_program_scores_zero_and_leaves_nothing(backend, judge, tmp_path, monkeypatch):
     marker = tmp_path / "escaped"
     programs = {name: prog.replace(hp.MARKER, str(marker)) for name, prog in hp.HOSTILE.items()}
+    before = set(_sandbox_processes())
     t0 = time.time()
-    results = _run_all(programs)
+    results = _run_all(programs, judge=judge)
     passed = [name for name, r in results.items() if r.passed]
-    assert not passed, f"hostile programs scored 1 under {backend}: {passed}"
+    assert not passed, f"hostile programs scored 1 under {backend}/{judge}: {passed}"
     # every run ended within the limit plus start-up
     assert time.time() - t0 < len(programs) * (LIMITS.timeout_s + 2) / 4 + 10
     time.sleep(3.5)  # longer than the orphan's sleep: it would have written the marker by now
     assert not marker.exists(), "a program wrote outside its sandbox"
-    assert not _sandbox_processes(), "sandboxed processes outlived their run"
+    assert not set(_sandbox_processes()) - before, "sandboxed processes (or zombies) outlived their run"
 
 
-def test_hostile_programs_beside_correct_ones_leave_them_at_one(backend):
+def test_hostile_programs_beside_correct_ones_leave_them_at_one(backend, judge):
     hostile = ["kill_parent", "kill_all", "fork_bomb", "memory_bomb", "output_flood", "fork_setsid_orphan",
                "infinite_loop", "thread_os_exit"]
     programs = {name: hp.HOSTILE[name] for name in hostile}
     programs.update({"correct_1": hp.CORRECT, "correct_2": hp.CORRECT})
-    results = _run_all(programs, workers=len(programs))
+    results = _run_all(programs, workers=len(programs), judge=judge)
     assert results["correct_1"].passed and results["correct_2"].passed
     assert not any(results[n].passed for n in hostile)
     assert not _sandbox_processes()
 
 
-def test_sandbox_hides_the_host(backend, tmp_path):
+def test_sandbox_hides_the_host(backend, judge, tmp_path):
     """Under bwrap the kernel enforces it; under the guard, the audit hook."""
     secret = tmp_path / "secret.txt"
     secret.write_text("x")
     probe = f"import os\ndef add(a, b):\n    return a + b\nopen({str(secret)!r}, 'a').write('y')\n"
-    assert not sandbox.run_job(_job(probe), LIMITS).passed
+    assert not sandbox.run_job(_job(probe, judge), LIMITS).passed
     assert secret.read_text() == "x"
 
 
-def test_timeout_is_reported(backend):
-    res = sandbox.run_job(_job("import time\ntime.sleep(60)\n"), LIMITS)
+def test_timeout_is_reported(backend, judge):
+    res = sandbox.run_job(_job("import time\ntime.sleep(60)\n", judge), LIMITS)
     assert res.status == "timeout" and not res.passed
 
 
-def test_evaluator_survives_signals_to_its_own_pid(backend):
+def test_evaluator_survives_signals_to_its_own_pid(backend, judge):
     """A program that knows the evaluator's pid cannot kill it."""
     prog = f"import posix\ntry:\n    posix.kill({os.getpid()}, 9)\nexcept Exception:\n    pass\ndef add(a, b):\n    return a + b\n"
-    res = sandbox.run_job(_job(prog), LIMITS)
+    res = sandbox.run_job(_job(prog, judge), LIMITS)
     assert res.passed or res.status == "failed"  # it may be refused (guard) or see no such pid (bwrap)
     assert os.getpid()  # still here

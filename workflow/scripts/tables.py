@@ -39,12 +39,17 @@ Path(out.evals).write_text(report.eval_markdown(final, cfg["evaluation"]["benchm
 Path(out.mathcode).write_text(report.eval_markdown(final, list(tasks.MATHCODE_BENCHMARKS),
                                                    "_Math and code benchmarks are not evaluated in this profile (see config evaluation.extra_benchmarks)._"))
 
-lines = ["| benchmark | grader | rows | gold scored 1 | wrong scored 0 | gold upstream cannot score | failures |",
-         "|---|---|---|---|---|---|---|"]
+lines = ["| benchmark | grader | rows | gold scored 1 | wrong scored 0 | gold upstream cannot score | failures | code tests run in |",
+         "|---|---|---|---|---|---|---|---|"]
 for g in snakemake.input.graders:
     r = json.loads(Path(g).read_text())
+    where = "–"
+    if r.get("judge"):  # code rows: the judge process (proxy) or the in-process fallback (README: The code judge)
+        where = ", ".join(f"{k} {v}" for k, v in sorted(r["judge"].items()))
+        if r.get("in_process_rows"):
+            where += " (" + ", ".join(sorted(r["in_process_rows"])) + ")"
     for mode, m in r["by_grader"].items():
         lines.append(f"| {r['benchmark']} | {mode} | {r['rows']} | {m['gold_scored_1']} | {m['wrong_scored_0']} | "
-                     f"{', '.join(m['known_unscorable']) or '–'} | {', '.join(m['failures'][:3]) or '–'} |")
+                     f"{', '.join(m['known_unscorable']) or '–'} | {', '.join(m['failures'][:3]) or '–'} | {where} |")
 Path(out.graders).write_text("\n".join(lines) + "\n" if snakemake.input.graders else "_No grader self-check in this profile._\n")
 print(t1.to_string())
