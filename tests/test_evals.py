@@ -118,7 +118,9 @@ def test_evalplus_grades_plus_tests_with_its_own_checks(tmp_path):
         "        good, wrong = tasks.reference_responses(ex)\n"
         "        entry = ex.meta['entry_point']\n"
         "        eq = f'```python\\nclass _E:\\n    def __eq__(s, o):\\n        return True\\ndef {entry}(*a):\\n    return _E()\\n```'\n"
-        "        out[ex.id] = [used, ex.score(good), ex.score(wrong), ex.score(eq)]\n"
+        "        leak = f'```python\\nimport multiprocessing\\n_a = multiprocessing.current_process()._args\\ndef {entry}(*a):\\n    return _a[4][0] if _a else None\\n```'\n"
+        "        npy = f'```python\\nimport numpy\\ndef {entry}(*a):\\n    return numpy.float64(0.5)\\n```'\n"
+        "        out[ex.id] = [used, ex.score(good), ex.score(wrong), ex.score(eq), ex.score(leak), ex.score(npy)]\n"
         "print(json.dumps(out))\n"
     )
     env = {**os.environ, "HUMANEVAL_OVERRIDE_PATH": str(paths["humaneval"]), "MBPP_OVERRIDE_PATH": str(paths["mbpp"]),
@@ -127,9 +129,12 @@ def test_evalplus_grades_plus_tests_with_its_own_checks(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(results) == {"HumanEval/0", "HumanEval/1", "mbpp-2", "mbpp-115", "mbpp-124"}
-    for task_id, (used, good, wrong, always_equal) in results.items():
+    for task_id, (used, good, wrong, *hostile) in results.items():
         assert used == "plus", task_id
-        assert (good, wrong, always_equal) == (1.0, 0.0, 0.0), task_id
+        assert (good, wrong) == (1.0, 0.0), task_id
+        # equal-to-everything objects, evalplus's worker arguments (the expected outputs when the
+        # candidate ran in evalplus's own process), numpy scalars: all 0
+        assert hostile == [0.0, 0.0, 0.0], task_id
 
 
 def test_cli_rejects_bad_flags_before_writing(tmp_path, tiny_base):

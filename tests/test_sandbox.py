@@ -113,3 +113,35 @@ def test_evaluator_survives_signals_to_its_own_pid(backend, judge):
     res = sandbox.run_job(_job(prog, judge), LIMITS)
     assert res.passed or res.status == "failed"  # it may be refused (guard) or see no such pid (bwrap)
     assert os.getpid()  # still here
+
+
+DENIALS = (
+    "import signal, sys, os\n"
+    "denied = []\n"
+    "def _try(name, fn):\n"
+    "    try:\n        fn()\n    except Exception:\n        denied.append(name)\n"
+    "_try('signal', lambda: signal.signal(signal.SIGUSR1, lambda s, f: None))\n"
+    "_try('_signal', lambda: __import__('_signal').signal(signal.SIGUSR1, lambda s, f: None))\n"
+    "seen = []\n"
+    "_try('addaudithook', lambda: sys.addaudithook(lambda e, a: seen.append(e)))\n"
+    "open(os.devnull).close()\n"
+    "if not seen and 'addaudithook' not in denied:\n    denied.append('addaudithook')  # refused silently, as CPython does\n"
+    "_try('symlink_proc', lambda: os.symlink('/proc/self/mem', 'm'))\n"
+    "_try('open_proc_mem', lambda: open('/proc/self/mem', 'rb'))\n"
+    "_try('open_fd_path', lambda: open('/proc/self/fd/0', 'rb'))\n"
+    "_try('frame', lambda: sys._getframe())\n"
+    "def add(a, b):\n    return a + b\n"
+    "def denials():\n    return denied\n"
+)
+EXPECTED_DENIALS = ["signal", "_signal", "addaudithook", "symlink_proc", "open_proc_mem", "open_fd_path", "frame"]
+
+
+def test_candidate_process_refuses_signal_handlers_audit_hooks_and_proc_links(backend, judge):
+    """Defence in depth: nothing in the candidate process is worth reading any more, but the
+    routes that read the harness's secrets in the in-process design stay closed."""
+    tests = hp.ADD_TESTS + f"assert denials() == {EXPECTED_DENIALS!r}\n"
+    job = rewards.code_job(DENIALS, tests)
+    if judge == "in_process":
+        job = {"judge": "in_process", "candidate": DENIALS, "tests": tests}
+    res = sandbox.run_job(job, LIMITS)
+    assert res.passed, res.output_tail
