@@ -60,7 +60,7 @@ _RERAISED = {name: getattr(builtins, name) for name in (
     "OverflowError", "RecursionError", "RuntimeError", "NotImplementedError", "AttributeError", "NameError",
     "UnboundLocalError", "UnicodeError", "UnicodeDecodeError", "UnicodeEncodeError", "OSError", "FileNotFoundError",
     "MemoryError", "Exception")}
-_REPLY_WAIT_S = 3600.0
+JUDGE_MEMORY_BYTES = 4 << 30
 
 
 # ----------------------------------------------------------------------------- planning
@@ -485,6 +485,10 @@ def main() -> None:
     else:
         request = pickle.load(sys.stdin.buffer)  # written by the evaluator (trusted), never by a candidate
         job, limits = request["job"], request["limits"]
+        import resource
+
+        # the candidate's replies are decoded here: capped in size, and so is this process
+        resource.setrlimit(resource.RLIMIT_AS, (JUDGE_MEMORY_BYTES, JUDGE_MEMORY_BYTES))
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, job.get("timeout_s", limits.timeout_s) + 10)  # cleanup included
         try:
