@@ -80,8 +80,13 @@ class MethodConfig:
     success_threshold: float = 0.5
     std_normalize: bool = False
     beta: float | None = None  # entropy weighting; None = the method's default (srpo 1, others 0)
-    teacher: str = "ema"  # ema | frozen | live
+    teacher: str = "ema"  # ema | frozen | live | mix (teacher_mix * frozen reference + (1 - teacher_mix) * live student logits)
+    teacher_mix: float = 0.9  # lambda of teacher=mix (a third-party verl fork's "trust-region" teacher uses 0.9)
     ema_rate: float = 0.05
+    # the entropy weights' normaliser: the mean raw weight over the step (SPEC section 5), the
+    # optimizer update, or each micro-batch (README: "Where public SRPO implementations differ")
+    weight_normalizer: str = "step"  # step | update | micro_batch
+    entropy_source: str = LossConfig.entropy_source  # full | topk_tail: the distribution whose entropy H is
     max_demo_tokens: int = 10240  # max_reprompt_len
     # loss hyperparameters: defaults live in srpo_ref.losses.LossConfig (the paper's values)
     eps_low: float = LossConfig.eps_low
@@ -280,7 +285,9 @@ _CHOICES = [
     ("model.dtype", ("float32", "bfloat16", "float16")),
     ("data.grader", ("upstream", "strict")),
     ("rollout.engine", ("hf", "vllm")),
-    ("method.teacher", ("ema", "frozen", "live")),
+    ("method.teacher", ("ema", "frozen", "live", "mix")),
+    ("method.weight_normalizer", ("step", "update", "micro_batch")),
+    ("method.entropy_source", ("full", "topk_tail")),
     ("method.loss_agg", ("token_mean", "seq_mean_token_mean")),
     ("optim.old_logprob", ("auto", "always")),
     ("run.budget_unit", ("seconds", "flops", "tokens", "steps")),
@@ -322,6 +329,14 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> None:
         # adv_mix trains both branches on one sample; the step-wide weight normaliser is applied
         # to the distillation gradients alone, which needs the branches on disjoint samples.
         raise ConfigError("method.beta must be 0 for adv_mix (its samples carry both branches)")
+    if m.weight_normalizer == "step" and cfg.beta > 0 and r.prompts_per_step // o.mini_batch_prompts > 1:
+        # the step's mean needs every update's teacher entropies before the first update
+        raise ConfigError("method.weight_normalizer=step needs one optimizer update per step with entropy weights "
+                          f"(here {r.prompts_per_step // o.mini_batch_prompts}); set method.weight_normalizer=update")
+    if m.entropy_source == "topk_tail" and m.topk is None:
+        raise ConfigError("method.entropy_source=topk_tail needs method.topk")
+    if not 0.0 <= m.teacher_mix <= 1.0:
+        raise ConfigError(f"method.teacher_mix must be in [0, 1], got {m.teacher_mix!r}")
     if cfg.run.budget_unit == "steps" and cfg.run.budget is not None and cfg.run.budget != int(cfg.run.budget):
         raise ConfigError(f"run.budget must be a whole number of steps with budget_unit=steps, got {cfg.run.budget}")
     if cfg.data.tooluse_system not in ("none", "paraphrase") and not Path(cfg.data.tooluse_system).is_file():

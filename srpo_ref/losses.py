@@ -38,6 +38,7 @@ import torch.nn.functional as F
 TAIL_FLOOR = 1e-10
 LOG_RATIO_CLAMP = 20.0  # log-ratios are clamped to +-20 before exp, as verl does
 LOSS_AGGREGATIONS = ("token_mean", "seq_mean_token_mean")
+ENTROPY_SOURCES = ("full", "topk_tail")
 """Smallest probability given to the top-K tail bucket (keeps ``log`` finite when K = V)."""
 
 
@@ -434,6 +435,20 @@ def teacher_entropy(teacher_logits: torch.Tensor, temperature: float = 1.0) -> t
     return -(logq.exp() * logq).sum(-1)
 
 
+def topk_tail_entropy(logp_topk_tail: torch.Tensor) -> torch.Tensor:
+    """Entropy of the teacher's top-K + tail distribution (``[..., K+1]`` log-probs, as
+    ``topk_logprobs`` gives them), ``[...]``: the third-party verl forks' choice of ``H`` for the
+    weights (``method.entropy_source: topk_tail``); ours is the full vocabulary."""
+    logp = logp_topk_tail.float()
+    return -(logp.exp() * logp).sum(-1)
+
+
+def mix_logits(reference_logits: torch.Tensor, student_logits: torch.Tensor, lam: float) -> torch.Tensor:
+    """A "trust-region" teacher's logits, ``lam * reference + (1 - lam) * student`` (both on the
+    teacher's input; ``method.teacher: mix``, ``lam = method.teacher_mix``)."""
+    return lam * reference_logits + (1.0 - lam) * student_logits
+
+
 def entropy_weight_sum(entropy: torch.Tensor, mask: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum of exp(-beta * H) over mask, number of masked tokens)``: the two numbers a caller
     adds up over micro-batches and ranks to form the step-wide normaliser."""
@@ -490,6 +505,7 @@ class LossConfig:
     temperature: float = 1.0
     beta: float = 1.0
     loss_agg: str = "token_mean"  # token_mean | seq_mean_token_mean (see srpo_objective)
+    entropy_source: str = "full"  # full | topk_tail: the distribution whose entropy sets the weights
 
 
 def srpo_objective(
@@ -560,7 +576,7 @@ def srpo_objective(
         "grpo_tokens_count": (mask * (routing.grpo_coef[:, None].to(mask) > 0)).sum(),
         "grpo_loss_sum": grpo_sum.detach(),
     }
-    metrics = {"sdpo_tokens_count": 0.0, "sdpo_loss_sum": 0.0, "teacher_entropy_sum": 0.0, "weight_sum": 0.0,
+    metrics = {"sdpo_tokens_count": 0.0, "sdpo_loss_sum": 0.0, "teacher_entropy_sum": 0.0, "weight_sum": 0.0, "raw_weight_sum": 0.0,
                "weight_sq_sum": 0.0, "weight_min": float("inf"), "weight_max": float("-inf")}
     rows = torch.nonzero(sdpo_rows).flatten()
     if len(rows):
@@ -581,6 +597,7 @@ def srpo_objective(
             teacher_entropy_sum=(entropy * smask).sum(),
             weight_sum=(w * valid).sum(),
             weight_sq_sum=(w**2 * valid).sum(),
+            raw_weight_sum=(torch.exp(-cfg.beta * entropy.detach().float()) * valid).sum(),  # before normalising
             weight_min=torch.where(valid, w, torch.inf).min(),  # inf / -inf when no token is valid
             weight_max=torch.where(valid, w, -torch.inf).max(),
         )
@@ -602,6 +619,25 @@ def _distillation_terms(rows, mask, cfg: LossConfig, student_logits, teacher_log
         if topk_ids is None or cfg.topk is None:
             raise ValueError("teacher stats need the student's top-K ids (and method.topk set)")
         student_topk = topk_logprobs(student_logits[rows], topk_ids[rows], cfg.temperature)
-        return distillation_loss_topk(student_topk, teacher.logp[rows], cfg.alpha, cfg.add_tail), teacher.entropy[rows]
+        l_sdpo = distillation_loss_topk(student_topk, teacher.logp[rows], cfg.alpha, cfg.add_tail)
+        return l_sdpo, weight_entropy(cfg, student_logits[rows], teacher=teacher.rows(rows), topk_ids=topk_ids[rows])
     l_sdpo = distillation_loss(student_logits[rows], teacher_logits[rows], cfg.topk, cfg.alpha, cfg.add_tail, cfg.temperature)
-    return l_sdpo, teacher_entropy(teacher_logits[rows], cfg.temperature)
+    return l_sdpo, weight_entropy(cfg, student_logits[rows], teacher_logits[rows])
+
+
+def weight_entropy(cfg: LossConfig, student_logits: torch.Tensor | None = None, teacher_logits: torch.Tensor | None = None,
+                   teacher: TeacherStats | None = None, topk_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """``H`` of the entropy weights, ``[B, T]``, per ``cfg.entropy_source``: ``full``, the
+    teacher's entropy over the whole vocabulary (ours, SPEC section 5); ``topk_tail``, over its
+    top-K + tail distribution at the student's top-K ids (the verl forks')."""
+    if cfg.entropy_source == "full":
+        return teacher.entropy if teacher is not None else teacher_entropy(teacher_logits, cfg.temperature)
+    if cfg.entropy_source != "topk_tail":
+        raise ValueError(f"entropy_source must be one of {ENTROPY_SOURCES}, got {cfg.entropy_source!r}")
+    if cfg.topk is None:
+        raise ValueError("entropy_source=topk_tail needs method.topk")
+    if teacher is not None:
+        return topk_tail_entropy(teacher.logp)
+    if topk_ids is None:
+        topk_ids = student_logits.detach().topk(min(cfg.topk, student_logits.shape[-1]), dim=-1).indices
+    return topk_tail_entropy(topk_logprobs(teacher_logits.detach(), topk_ids, cfg.temperature))

@@ -145,7 +145,7 @@ class Trainer:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         # fp32 master weights (sharded ones built on the meta device and filled from rank 0's
         # reads: srpo_ref/loading.py); the teacher is an EMA/frozen copy, sharded the same way
-        with_teacher = cfg.method.teacher in ("ema", "frozen") and cfg.method.name not in ("grpo",)
+        with_teacher = cfg.method.teacher in ("ema", "frozen", "mix") and cfg.method.name not in ("grpo",)
         self.model, self.teacher = loading.load_policy(cfg, self.device, compute_dtype, with_teacher)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.flop_model = FlopModel.from_config(self.model.config)  # the budget's FLOP unit (srpo_ref/flops.py)
@@ -159,14 +159,8 @@ class Trainer:
             eps_low=cfg.method.eps_low, eps_high=cfg.method.eps_high, dual_clip=cfg.method.dual_clip,
             is_clip=cfg.method.is_clip, topk=cfg.method.topk, alpha=cfg.method.alpha, add_tail=cfg.method.add_tail,
             temperature=cfg.rollout.temperature, beta=cfg.beta, loss_agg=cfg.method.loss_agg,
+            entropy_source=cfg.method.entropy_source,
         )
-
-        if cfg.beta > 0 and cfg.rollout.prompts_per_step // cfg.optim.mini_batch_prompts > 1 and rank() == 0:
-            # SPEC section 5 normalises over the step; a step-wide mean over several updates would
-            # need every update's teacher entropies before the first (a second teacher pass)
-            print("srpo-train: note: the entropy-weight normaliser is the mean over each optimizer update's distilled "
-                  "tokens (SPEC: the step's; the same when a step is one update, as in every paper configuration)",
-                  file=sys.stderr)
         self.train_set = self._prepare(tasks.load_task(cfg.data.benchmark, "train", cfg.data.data_dir, cfg.data.tooluse_system))
         test = tasks.load_task(cfg.data.benchmark, "test", cfg.data.data_dir, cfg.data.tooluse_system)
         self.test_set = self._prepare(test[: cfg.eval.limit] if cfg.eval.limit else test)
@@ -410,7 +404,8 @@ def step_record(trainer: Trainer, samples: list, rewards: torch.Tensor, data: Ro
     m: dict[str, float] = {}
     for u in updates:
         accumulate_metrics(m, u["metrics"])
-    keys = ("grpo_loss_sum", "sdpo_loss_sum", "teacher_entropy_sum", "weight_sum", "weight_sq_sum", "sdpo_tokens_count", "tokens_count")
+    keys = ("grpo_loss_sum", "sdpo_loss_sum", "teacher_entropy_sum", "weight_sum", "weight_sq_sum", "sdpo_tokens_count", "tokens_count",
+            "raw_weight_sum")
     m.update(zip(keys, all_sum(torch.tensor([m.get(k, 0.0) for k in keys], dtype=torch.float64)).tolist()))
     for k, op, none in (("weight_min", "min", math.inf), ("weight_max", "max", -math.inf)):
         m[k] = distributed.all_reduce_value(m.get(k, none), op)  # every rank joins, also one that distilled nothing
@@ -431,6 +426,7 @@ def step_record(trainer: Trainer, samples: list, rewards: torch.Tensor, data: Ro
         "truncation_rate": sums[7] / n,
         "teacher_entropy_mean": per_sdpo_token("teacher_entropy_sum"),
         "weight_mean": per_sdpo_token("weight_sum"),
+        "raw_weight_mean": per_sdpo_token("raw_weight_sum"),  # exp(-beta H) before the normaliser
         "weight_std": math.sqrt(max(m["weight_sq_sum"] / sdpo_tok - (m["weight_sum"] / sdpo_tok) ** 2, 0)) if sdpo_tok else None,
         "weight_min": m.get("weight_min") if sdpo_tok else None,
         "weight_max": m.get("weight_max") if sdpo_tok else None,

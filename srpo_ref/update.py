@@ -188,7 +188,8 @@ class UpdateExecutor:
         else:
             for idx in plan.distilled:
                 self._micro_batch(idx, data, plan, timer, cost, metrics, dummy_with_teacher=True)
-            self._divide_distilled(metrics)
+            if self.cfg.method.weight_normalizer != "micro_batch":
+                self._divide_distilled(metrics)
             for idx in plan.policy:
                 self._micro_batch(idx, data, plan, timer, cost, metrics, dummy_with_teacher=False)
         with timer("update"):
@@ -220,8 +221,10 @@ class UpdateExecutor:
                 self.pairing.dummy_pass(with_teacher=True, backward=False, student=False)
         teacher = self._teacher(idx, local, b, logits, data, timer, cost) if local else (None, None, None)
         normaliser = 1.0 if local else None  # raw weights; the two-pass layout divides by the mean later
-        if plan.one_pass:
-            normaliser = self._one_pass_normaliser(local, b, teacher)
+        if self.cfg.method.weight_normalizer == "micro_batch":
+            normaliser = None  # this micro-batch's own mean (srpo_objective)
+        elif plan.one_pass:
+            normaliser = self._one_pass_normaliser(local, b, logits, teacher)
         with timer("update"):
             loss, m = self._loss(idx, b, logits, teacher, normaliser, data, plan)
             # gradients are averaged over ranks (after the update, or by FSDP): scaled here to a sum
@@ -240,7 +243,8 @@ class UpdateExecutor:
         if self.pairing.teacher_elsewhere(False):
             with timer("teacher_forward"), torch.no_grad():
                 self.pairing.dummy_pass(with_teacher=True, backward=False, student=False)
-        mean_weight(0.0, 0.0)
+        if self.cfg.method.weight_normalizer != "micro_batch":
+            mean_weight(0.0, 0.0)
         with timer("update"):
             (logits.sum() * 0.0).backward()
 
@@ -269,6 +273,16 @@ class UpdateExecutor:
         and the entropy, a chunk of positions at a time; otherwise its full logits."""
         cfg = self.cfg
         teacher_model = self.teacher if self.teacher is not None else self.model
+        if cfg.method.teacher == "mix":  # full logits of both models on the teacher's input, mixed
+            mixed = losses.mix_logits(response_logits(teacher_model, tb, self.autocast), response_logits(self.model, tb, self.autocast),
+                                      cfg.method.teacher_mix)
+            if cfg.method.topk is None:
+                return mixed, None, None
+            student_logits = student_logits[:, : tb.resp.shape[1]]
+            topk_ids = student_logits.detach().topk(min(cfg.method.topk, student_logits.shape[-1]), dim=-1).indices
+            stats = losses.TeacherStats(losses.topk_logprobs(mixed, topk_ids, cfg.rollout.temperature),
+                                        losses.teacher_entropy(mixed, cfg.rollout.temperature))
+            return None, stats, topk_ids
         if cfg.method.topk is None:
             return response_logits(teacher_model, tb, self.autocast), None, None
         # The teacher batch is as long as its longest (distilled) response, which can be shorter
@@ -278,13 +292,12 @@ class UpdateExecutor:
         stats = teacher_statistics(teacher_model, tb, self.autocast, topk_ids, cfg.rollout.temperature, cfg.method.logits_chunk)
         return None, stats, topk_ids
 
-    def _one_pass_normaliser(self, local, b: Batch, teacher) -> float:
+    def _one_pass_normaliser(self, local, b: Batch, logits, teacher) -> float:
         """The update's mean raw weight over every rank (a collective), from this micro-batch."""
         raw_sum, count = 0.0, 0.0
         if local:  # the teacher's outputs cover the micro-batch's rows; only the distilled ones count
-            teacher_logits, teacher_stats, _ = teacher
-            entropy = (teacher_stats.entropy if teacher_stats is not None
-                       else losses.teacher_entropy(teacher_logits, self.cfg.rollout.temperature))
+            teacher_logits, teacher_stats, topk_ids = teacher
+            entropy = losses.weight_entropy(self.loss_cfg, logits, teacher_logits, teacher_stats, topk_ids)
             distilled_mask = torch.zeros_like(b.mask)
             distilled_mask[local] = b.mask[local]
             raw_sum, count = losses.entropy_weight_sum(entropy, distilled_mask, self.loss_cfg.beta)

@@ -410,3 +410,77 @@ def test_loss_path_peak_memory_drops_at_qwen_vocabulary():
     # at least four [T, V] fp32 tensors (1244 MB each) fewer: the teacher's logits, its two
     # log-softmaxes (divergence, entropy) and the student's log-softmax
     assert full - lean > 4 * 1244, out
+
+
+# ------------------------------------------------------------------ options of the public SRPO forks
+
+def test_topk_tail_entropy_by_hand():
+    from srpo_ref.losses import topk_tail_entropy
+
+    logp = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+    assert topk_tail_entropy(logp).item() == pytest.approx(1.5 * math.log(2))
+    assert topk_tail_entropy(torch.log(torch.tensor([1.0, 1e-30]))).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_weight_entropy_sources_by_hand_and_in_both_teacher_forms():
+    """``topk_tail``: the teacher's probabilities at the student's top-K ids plus the rest as one
+    bucket; ``full``: the whole vocabulary. The memory-lean TeacherStats give the same values."""
+    from srpo_ref.losses import LossConfig, teacher_stats, weight_entropy
+
+    g = torch.Generator().manual_seed(7)
+    B, T, V, K = 2, 3, 11, 4
+    student, teacher = torch.randn(B, T, V, generator=g), torch.randn(B, T, V, generator=g)
+    ids = student.topk(K, dim=-1).indices
+    p = torch.softmax(teacher, -1)
+    pk = p.gather(-1, ids)
+    dist = torch.cat([pk, 1 - pk.sum(-1, keepdim=True)], -1)
+    by_hand_tt = -(dist * dist.log()).sum(-1)
+    by_hand_full = -(p * p.log()).sum(-1)
+    tt, full = LossConfig(topk=K, entropy_source="topk_tail"), LossConfig(topk=K, entropy_source="full")
+    torch.testing.assert_close(weight_entropy(tt, student, teacher), by_hand_tt, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weight_entropy(full, student, teacher), by_hand_full, rtol=1e-5, atol=1e-6)
+    head = torch.nn.Linear(V, V, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(V))
+    stats = teacher_stats(teacher, head, ids)
+    torch.testing.assert_close(weight_entropy(tt, student, teacher=stats, topk_ids=ids), by_hand_tt, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weight_entropy(full, student, teacher=stats, topk_ids=ids), by_hand_full, rtol=1e-5, atol=1e-6)
+    assert (by_hand_tt <= by_hand_full + 1e-6).all()  # a coarser distribution has less entropy
+    with pytest.raises(ValueError, match="topk"):
+        weight_entropy(LossConfig(topk=None, entropy_source="topk_tail"), student, teacher)
+
+
+def test_srpo_objective_weights_use_the_configured_entropy_and_report_raw_weights():
+    from srpo_ref.losses import (LossConfig, Routing, distillation_loss, srpo_objective, truncated_is_weight,
+                                 weight_entropy)
+
+    g = torch.Generator().manual_seed(3)
+    B, T, V = 3, 4, 9
+    student, teacher = torch.randn(B, T, V, generator=g), torch.randn(B, T, V, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.float)
+    logp = torch.log_softmax(student, -1).gather(-1, torch.zeros(B, T, 1, dtype=torch.long)).squeeze(-1)
+    routing = Routing(to_sdpo=torch.ones(B, dtype=torch.bool), has_teacher=torch.ones(B, dtype=torch.bool),
+                      demo_index=torch.zeros(B, dtype=torch.long), correct=torch.zeros(B, dtype=torch.bool),
+                      grpo_coef=torch.zeros(B), sdpo_coef=torch.ones(B))
+    for source in ("full", "topk_tail"):
+        cfg = LossConfig(topk=3, entropy_source=source, beta=1.0)
+        loss, m = srpo_objective(logp=logp, logp_old=logp.detach(), advantages=torch.zeros(B), mask=mask, routing=routing,
+                                 num_tokens=mask.sum(), cfg=cfg, student_logits=student, teacher_logits=teacher)
+        H = weight_entropy(cfg, student, teacher)
+        raw = torch.exp(-H) * mask
+        w = raw / (raw.sum() / mask.sum())
+        l_sdpo = distillation_loss(student, teacher, 3, 0.5, True, 1.0)
+        rho = truncated_is_weight(logp, logp, 2.0)
+        expected = (w * rho * l_sdpo * mask).sum() / mask.sum()
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        assert m["raw_weight_sum"] == pytest.approx(raw.sum().item(), rel=1e-5)
+        assert m["teacher_entropy_sum"] == pytest.approx((H * mask).sum().item(), rel=1e-5)
+
+
+def test_mix_logits_by_hand():
+    from srpo_ref.losses import mix_logits
+
+    ref, stu = torch.tensor([1.0, 3.0]), torch.tensor([5.0, -1.0])
+    torch.testing.assert_close(mix_logits(ref, stu, 0.9), torch.tensor([1.4, 2.6]))
+    torch.testing.assert_close(mix_logits(ref, stu, 1.0), ref)
+    torch.testing.assert_close(mix_logits(ref, stu, 0.0), stu)

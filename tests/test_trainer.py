@@ -232,7 +232,7 @@ def _fixed_steps(base, out, *extra, steps=2):
     trainer.engine = FixedRollouts(trainer.tokenizer)
     recs = [trainer.train_step() for _ in range(steps)]
     return recs, {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, \
-        {k: v.detach().clone() for k, v in trainer.teacher.state_dict().items()}
+        {k: v.detach().clone() for k, v in trainer.teacher.state_dict().items()} if trainer.teacher is not None else None
 
 
 def test_shared_prefix_and_one_pass_update_give_the_plain_update(tiny_base, tmp_path):
@@ -362,3 +362,43 @@ def test_degenerate_rollouts_give_a_finite_step(tiny_base, tmp_path, nan_logprob
         assert rec["loss"] == 0.0 and rec["grad_norm"] == 0.0
     else:
         assert rec["grad_norm"] > 0
+
+
+def test_teacher_mix_normaliser_and_entropy_source_options(tiny_base, tmp_path):
+    """The third-party forks' choices as options, on one fixed SRPO step each: ``teacher=mix``
+    with lambda 1 is the frozen reference and with 0 the live student; ``weight_normalizer=
+    micro_batch`` equals the step's mean when the update is one micro-batch and differs from it
+    with smaller ones (raw weights unchanged); ``entropy_source=topk_tail`` gives a smaller entropy
+    than the full vocabulary's."""
+    def one(name, *extra):
+        return _fixed_steps(tiny_base, tmp_path / name, *extra, steps=1)[0][0]
+
+    keys = ("loss", "loss_sdpo", "grad_norm", "weight_mean", "raw_weight_mean", "teacher_entropy_mean")
+    frozen, mix1 = one("frozen", "method.teacher=frozen"), one("mix1", "method.teacher=mix", "method.teacher_mix=1.0")
+    live, mix0 = one("live", "method.teacher=live"), one("mix0", "method.teacher=mix", "method.teacher_mix=0.0")
+    assert frozen["frac_sdpo"] > 0
+    for a, b in ((frozen, mix1), (live, mix0)):
+        for k in keys:
+            assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), k
+    step = one("step", "optim.micro_batch_size=16")
+    mb_whole = one("mb_whole", "optim.micro_batch_size=16", "method.weight_normalizer=micro_batch")
+    for k in keys:
+        assert mb_whole[k] == pytest.approx(step[k], rel=1e-5, abs=1e-7), k
+    mb_small = one("mb_small", "optim.micro_batch_size=3", "method.weight_normalizer=micro_batch")
+    assert mb_small["raw_weight_mean"] == pytest.approx(step["raw_weight_mean"], rel=1e-5)
+    assert mb_small["loss_sdpo"] != pytest.approx(step["loss_sdpo"], rel=1e-4)
+    topk_tail = one("topk_tail", "method.entropy_source=topk_tail")
+    assert topk_tail["teacher_entropy_mean"] < step["teacher_entropy_mean"]
+    assert step["raw_weight_mean"] < 1.0 and step["weight_mean"] == pytest.approx(1.0)
+
+
+def test_option_errors_name_the_key(tiny_base, tmp_path):
+    from srpo_ref.config import ConfigError
+
+    for extra, match in ((["optim.mini_batch_prompts=2"], "weight_normalizer=step needs one optimizer update"),
+                         (["method.entropy_source=topk_tail", "method.topk=null"], "entropy_source=topk_tail needs method.topk"),
+                         (["method.teacher_mix=1.5"], "teacher_mix must be in"),
+                         (["method.weight_normalizer=rank"], "method.weight_normalizer must be one of")):
+        with pytest.raises(ConfigError, match=match):
+            tiny_cfg(tiny_base, tmp_path, "method.name=srpo", *extra)
+    tiny_cfg(tiny_base, tmp_path, "method.name=srpo", "optim.mini_batch_prompts=2", "method.weight_normalizer=update")
