@@ -46,7 +46,9 @@ class JudgeAbort(BaseException):
 
 
 class Unservable(BaseException):
-    """The tests pass something a proxy cannot send (a function, an object): run in process."""
+    """The tests pass something a proxy cannot send (a function, an object). ``plan`` sends such
+    tests to the in-process fallback; one it missed fails the job (status ``error``), never
+    falls back at run time (a program could otherwise choose its judge)."""
 
 
 class CandidateRaised(Exception):
@@ -60,7 +62,7 @@ _RERAISED = {name: getattr(builtins, name) for name in (
     "OverflowError", "RecursionError", "RuntimeError", "NotImplementedError", "AttributeError", "NameError",
     "UnboundLocalError", "UnicodeError", "UnicodeDecodeError", "UnicodeEncodeError", "OSError", "FileNotFoundError",
     "MemoryError", "Exception")}
-JUDGE_MEMORY_BYTES = 4 << 30
+JUDGE_MEMORY_BYTES = 2 << 30
 
 
 # ----------------------------------------------------------------------------- planning
@@ -77,20 +79,24 @@ def plan(tests: str, helpers: str = "", reference: str = "", proxy: tuple = (), 
     constant) sends the row to the in-process fallback. ``fallback``: the tests as the fallback
     runs them in the candidate's namespace (default: ``helpers`` then ``tests``)."""
     fallback = "\n".join([helpers, tests]) if fallback is None else fallback
-    spec = {"judge": "in_process", "tests": fallback}
+    spec = {"judge": "in_process", "tests": fallback, "names": []}
     try:
         with warnings.catch_warnings():  # MBPP's code has invalid escapes ("\w"): not ours to warn about
             warnings.simplefilter("ignore")
             test_tree, helper_tree, ref_tree = ast.parse(tests), ast.parse(helpers), ast.parse(reference)
+            fallback_tree = ast.parse(fallback)
     except SyntaxError as e:
         return {**spec, "why": f"unparsable tests or reference ({e.msg})"}
     ref = _top_level_bindings(ref_tree)
     shadowed = {n for n, node in ref.items() if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}  # MBPP's own `sum`
+    # the fallback runs the tests beside the program: the names they may take from it
+    spec["names"] = sorted({n.id for n in ast.walk(fallback_tree) if isinstance(n, ast.Name)}
+                           - _bound_names(fallback_tree) - (set(dir(builtins)) - shadowed))
     defined = _bound_names(test_tree) | _bound_names(helper_tree) | (set(dir(builtins)) - shadowed)
     # names the set-up code uses count too (MBPP's ``root = Node(1)``)
     loads = [n for tree in (test_tree, helper_tree) for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
     called = {id(c.func) for tree in (test_tree, helper_tree) for c in ast.walk(tree) if isinstance(c, ast.Call)}
-    names, imports = list(dict.fromkeys(proxy)), []
+    names, imports, classes = list(dict.fromkeys(proxy)), [], []
     for name in sorted({n.id for n in loads} - defined - set(proxy)):
         node = ref.get(name)
         only_called = all(id(n) in called for n in loads if n.id == name)
@@ -100,17 +106,52 @@ def plan(tests: str, helpers: str = "", reference: str = "", proxy: tuple = (), 
         elif isinstance(node, ast.alias):
             module = getattr(node, "_module", None)
             imports.append(ast.unparse(ast.Import([node]) if module is None else ast.ImportFrom(module, [node], 0)))
+        elif isinstance(node, ast.ClassDef):
+            classes.append(name)
         else:
             kind = "used as a value and not defined by the reference" if node is None else f"a {type(node).__name__} of the reference"
             return {**spec, "why": f"the tests use {name!r}, {kind}"}
     if not names:
         return {**spec, "why": "the tests call no function of the candidate"}
+    remote = []
+    if classes:  # the set-up builds objects of the program's class: it runs there, the tests name its objects
+        remote = _remote_setup_names(test_tree, helper_tree, classes, set(names))
+        if remote is None:
+            return {**spec, "why": f"the tests use {classes[0]!r}, a ClassDef of the reference"}
+    local_defs = {n.name for tree in (test_tree, helper_tree) for n in ast.walk(tree)
+                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and hasattr(n, "name")}
+    for call in ast.walk(test_tree):  # the tests hand the candidate a function or an object: not plain data
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in set(names) | {"candidate"}:
+            for arg in [*call.args, *(k.value for k in call.keywords)]:
+                if any(isinstance(n, ast.Lambda) or (isinstance(n, ast.Name) and n.id in local_defs | set(names))
+                       for n in ast.walk(arg)) and not (isinstance(arg, ast.Name) and arg.id in remote):
+                    return {**spec, "why": f"the tests pass a function or an object to {call.func.id!r}"}
     for node in ast.walk(test_tree):  # ``P(1, 2).x``: an object of the candidate's own class
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Call) and \
                 isinstance(node.value.func, ast.Name) and node.value.func.id in names:
             return {**spec, "why": f"the tests use attributes of what {node.value.func.id!r} returns"}
-    return {"judge": "proxy", "tests": tests, "helpers": helpers, "imports": imports, "proxy": names,
-            "changes": _reads_arguments_after_calls(test_tree, set(names) | {"candidate"}), "fallback_tests": fallback}
+    out = {"judge": "proxy", "tests": tests, "helpers": helpers, "imports": imports, "proxy": names,
+           "changes": _reads_arguments_after_calls(test_tree, set(names) | {"candidate"}), "fallback_tests": fallback,
+           "names": spec["names"]}
+    if remote:
+        out.update(helpers="", remote_setup=helpers, refs=remote)
+    return out
+
+
+def _remote_setup_names(test_tree, helper_tree, classes: list, proxied: set) -> list | None:
+    """For set-up code that builds objects of the reference's own classes (MBPP 367's trees of
+    ``Node``): the names it binds, when the tests use the classes nowhere and those names only
+    as whole arguments of proxied calls. The set-up then runs in the candidate's process (on its
+    own class), and the judge sends references to those names; else None (in process)."""
+    bound = sorted(_top_level_bindings(helper_tree))
+    test_names = [n for n in ast.walk(test_tree) if isinstance(n, ast.Name)]
+    if any(n.id in classes for n in test_names) or not bound:
+        return None
+    as_args = {id(a) for c in ast.walk(test_tree) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+               and c.func.id in proxied for a in c.args if isinstance(a, ast.Name)}
+    if any(n.id in bound and id(n) not in as_args for n in test_names):
+        return None
+    return bound
 
 
 def _reads_arguments_after_calls(tree, callees: set) -> bool:
@@ -241,7 +282,7 @@ class Channel:
         self._send(frame, self._until(None))
         self.calls += 1
         reply = self.receive(timeout)
-        if "ok" in reply and set(reply) <= {"ok", "changed"}:
+        if "ok" in reply and set(reply) <= ({"ok", "changed"} if changes else {"ok"}):
             try:
                 value = wire.decode(reply["ok"])
                 changed = [(i, wire.decode(v)) for i, v in _pairs(reply.get("changed", []))]
@@ -289,6 +330,8 @@ def run_proxy(spec: dict, channel: Channel) -> None:
     """The benchmark's tests, with the candidate's functions as proxies; raises on failure."""
     namespace = {"__name__": "__judge__"}
     exec(compile(spec["helpers"], "helpers.py", "exec"), namespace)
+    for name in spec.get("refs", ()):  # objects the set-up built in the candidate's process
+        namespace[name] = wire.RemoteRef(name)
     for statement in spec["imports"]:
         exec(statement, namespace)
     for name in spec["proxy"]:
@@ -382,13 +425,14 @@ def run_in_process(job: dict, limits, deadline: float) -> dict:
     import secrets
 
     token = secrets.token_hex(16)
-    cand = sandbox.Candidate({"mode": "tests", "candidate": job["candidate"], "tests": job["tests"]}, limits)
+    cand = sandbox.Candidate({"mode": "tests", "candidate": job["candidate"], "tests": rewrite_for_in_process(job["tests"]),
+                              "names": job.get("names") or plan(job["tests"], fallback=job["tests"])["names"], "token": token}, limits)
     tail, status = b"", "failed"
     try:
         try:
-            cand.proc.stdin.write(token.encode() + b"\n")
+            Channel(cand.proc, deadline)._send(cand.job_frame, deadline)
             cand.proc.stdin.close()
-        except OSError:
+        except (JudgeAbort, OSError):
             pass
         fd = cand.proc.stdout.fileno()
         while True:
@@ -411,16 +455,52 @@ def run_in_process(job: dict, limits, deadline: float) -> dict:
     return {"passed": False, "status": status, "judge": "in_process", "output_tail": (output + tail.decode(errors="replace"))[-2000:]}
 
 
+def rewrite_for_in_process(source: str) -> str:
+    """The fallback's tests with every operand of a comparison, every assert condition and every
+    operand of ``not`` / ``and`` / ``or`` passed through ``__srpo_plain__`` (the harness's check
+    that a value is plain data of exact type). Done here, so the sandbox holds no rewriter."""
+
+    class Rewriter(ast.NodeTransformer):
+        def _wrap(self, node):
+            return ast.Call(ast.Name("__srpo_plain__", ast.Load()), [node], [])
+
+        def visit_Compare(self, node):
+            self.generic_visit(node)
+            node.left = self._wrap(node.left)
+            node.comparators = [self._wrap(c) for c in node.comparators]
+            return node
+
+        def visit_Assert(self, node):
+            self.generic_visit(node)
+            node.test = self._wrap(node.test)
+            return node
+
+        def visit_UnaryOp(self, node):
+            self.generic_visit(node)
+            if isinstance(node.op, ast.Not):
+                node.operand = self._wrap(node.operand)
+            return node
+
+        def visit_BoolOp(self, node):
+            self.generic_visit(node)
+            node.values = [self._wrap(v) for v in node.values]
+            return node
+
+    return ast.unparse(ast.fix_missing_locations(Rewriter().visit(ast.parse(source))))
+
+
 def judge(job: dict, limits) -> dict:
     """The verdict on one job (module docstring)."""
     deadline = time.monotonic() + job.get("timeout_s", limits.timeout_s)
     if job["judge"] == "in_process":
         return run_in_process(job, limits, deadline)
-    cand = sandbox.Candidate({"mode": "serve", "candidate": job["candidate"]}, limits)
+    spec = job.get("spec", {})
+    cand = sandbox.Candidate({"mode": "serve", "candidate": job["candidate"], "setup": spec.get("remote_setup", ""),
+                              "refs": spec.get("refs", [])}, limits)
     channel = Channel(cand.proc, deadline)
     verdict = {"passed": False, "status": "failed", "judge": "proxy"}
-    unservable = None
     try:
+        channel._send(cand.job_frame, deadline)
         channel.ready()
         if job["judge"] == "proxy":
             run_proxy(job["spec"], channel)
@@ -432,8 +512,8 @@ def judge(job: dict, limits) -> dict:
             raise ValueError(f"unknown judge {job['judge']!r}")
         if channel.failure is None:
             verdict.update(passed=True, status="passed")
-    except Unservable as e:
-        unservable = str(e)
+    except Unservable as e:  # a test the plan sent here that the proxy cannot serve: never a reason to pass
+        verdict.update(status="error", reason=str(e)[:300])
     except JudgeAbort:
         pass
     except _Deadline:
@@ -448,9 +528,6 @@ def judge(job: dict, limits) -> dict:
         cand.cleanup()
     if channel.failure is not None:
         verdict.update(passed=False, status="timeout" if channel.timed_out else "failed", reason=channel.failure)
-    if unservable is not None and job["judge"] == "proxy":
-        return run_in_process({"candidate": job["candidate"], "tests": job["spec"]["fallback_tests"]}, limits,
-                              time.monotonic() + job.get("timeout_s", limits.timeout_s))
     return verdict
 
 
@@ -488,7 +565,8 @@ def main() -> None:
         import resource
 
         # the candidate's replies are decoded here: capped in size, and so is this process
-        resource.setrlimit(resource.RLIMIT_AS, (JUDGE_MEMORY_BYTES, JUDGE_MEMORY_BYTES))
+        # the soft limit only: the candidate's own (prlimit, possibly higher) is set from the hard one
+        resource.setrlimit(resource.RLIMIT_AS, (JUDGE_MEMORY_BYTES, resource.getrlimit(resource.RLIMIT_AS)[1]))
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, job.get("timeout_s", limits.timeout_s) + 10)  # cleanup included
         try:

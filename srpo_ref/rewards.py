@@ -368,7 +368,7 @@ def code_job(program: str, gold) -> dict:
     spec = gold if isinstance(gold, dict) and "judge" in gold else judge.plan(str(gold))
     if spec["judge"] == "proxy":
         return {"judge": "proxy", "candidate": program, "spec": spec}
-    return {"judge": "in_process", "candidate": program, "tests": spec["tests"]}
+    return {"judge": "in_process", "candidate": program, "tests": spec["tests"], "names": spec["names"]}
 
 
 def code_reward(response: str, gold, limits: sandbox.Limits = CODE_LIMITS) -> float:

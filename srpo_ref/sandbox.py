@@ -48,7 +48,7 @@ WIRE = Path(__file__).with_name("wire.py")
 class Limits:
     timeout_s: float = 10.0  # wall clock for the whole job, start-up included
     memory_mb: int = 1024  # address space per process
-    nproc: int = 32  # processes and threads
+    nproc: int = 16  # processes and threads (each with its own address-space cap)
     output_mb: int = 4  # stdout+stderr, and any one file written
     scratch_mb: int = 64  # the writable tmpfs (bubblewrap only)
     scratch_inodes: int = 4096  # files and directories in it (bubblewrap as root only)
@@ -117,15 +117,6 @@ def probe() -> dict:
     return {"backend": "guard", "inode_cap": False, "why": why}
 
 
-def _hidden_ancestors(path: str) -> list[str]:
-    """Ancestors of ``path`` that other users cannot traverse (e.g. /root holding pyenv)."""
-    out, p = [], Path(path).resolve()
-    for anc in reversed(p.parents):
-        if str(anc) != "/" and not (anc.stat().st_mode & 0o001):
-            out.append(str(anc))
-    return out
-
-
 def _jobs_base() -> str:
     """Where job directories are made: one private folder, hidden inside every sandbox."""
     base = os.path.join(tempfile.gettempdir(), "srpo_sandbox")
@@ -145,25 +136,24 @@ def _bwrap_command(job_dir: str, uid: int, limits: Limits, inode_cap: bool) -> l
         os.makedirs(scratch, exist_ok=True)
         opts = f"size={limits.scratch_mb << 20},nr_inodes={limits.scratch_inodes},mode=1777"
         cmd = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _MOUNT_SCRATCH, "sh", opts, scratch]
-    cmd += ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    base = os.path.realpath(_jobs_base())
-    if not base.startswith("/tmp/"):  # /tmp is replaced below; elsewhere hide the jobs here
-        cmd += ["--tmpfs", base]
-    if os.geteuid() == 0:
-        # The interpreter must stay readable for the throwaway uid: where an ancestor directory
-        # is private (e.g. /root holding pyenv), put an empty tmpfs over it and bind the
-        # interpreter's directories back, read-only.
-        hidden, binds = set(), set()
-        for path in (sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))):
-            path = os.path.realpath(path)
-            ancestors = _hidden_ancestors(path)
-            if ancestors:
-                hidden.add(ancestors[0])
-                binds.add(path)
-        for d in sorted(hidden):
-            cmd += ["--tmpfs", d]
-        for d in sorted(binds):
-            cmd += ["--ro-bind", d, d]
+    # An allowlist, not the host's root: the system's programs and libraries, /etc, and the
+    # interpreter's own directories. Nothing else of the host (the benchmark mirror, caches,
+    # checkouts with their samples, under whatever bind mount) exists in the sandbox.
+    cmd += ["bwrap", "--dev", "/dev", "--proc", "/proc", "--ro-bind", "/usr", "/usr", "--ro-bind-try", "/etc", "/etc"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            cmd += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            cmd += ["--ro-bind", top, top]
+    bound = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
+    for path in sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable)),
+                                                      os.path.dirname(sys.executable))}):
+        if not any(path == b or path.startswith(b + os.sep) for b in bound):
+            cmd += ["--ro-bind", path, path]
+            bound.append(path)
+    for path in answer_paths():  # answer keys inside what is bound (a mirror under /usr/share, say)
+        if any(path == b or path.startswith(b + os.sep) for b in bound):
+            cmd += ["--tmpfs", path] if os.path.isdir(path) else ["--ro-bind", "/dev/null", path]
     if inode_cap:
         cmd += ["--bind", scratch, "/tmp", "--bind", os.path.join(scratch, "shm"), "/dev/shm"]
     else:
@@ -182,6 +172,28 @@ def _bwrap_command(job_dir: str, uid: int, limits: Limits, inode_cap: bool) -> l
     return cmd
 
 
+def answer_paths() -> list[str]:
+    """Host paths that may hold expected answers, masked in every sandbox (empty there): the
+    benchmark mirror, the project checkout (its ``work/`` holds other samples and their scores),
+    the Hugging Face, evalplus and XDG caches, evalplus's override files, and any path in
+    ``$SRPO_SANDBOX_HIDE`` (``os.pathsep``-separated)."""
+    from srpo_ref import tasks
+
+    home = Path.home()
+    paths = [tasks.default_data_dir(), Path(__file__).resolve().parents[1], home / ".cache"]
+    for var in ("XDG_CACHE_HOME", "HF_HOME", "HF_DATASETS_CACHE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
+                "TRANSFORMERS_CACHE", "HUMANEVAL_OVERRIDE_PATH", "MBPP_OVERRIDE_PATH"):
+        if os.environ.get(var):
+            paths.append(Path(os.environ[var]))
+    paths += [Path(p) for p in os.environ.get("SRPO_SANDBOX_HIDE", "").split(os.pathsep) if p]
+    out = []
+    for p in paths:
+        real = os.path.realpath(p)
+        if real not in out and real != "/" and os.path.exists(real):
+            out.append(real)
+    return out
+
+
 def _prlimit(limits: Limits) -> list[str]:
     cpu = max(1, int(limits.timeout_s) + 1)
     mem = limits.memory_mb << 20
@@ -190,21 +202,21 @@ def _prlimit(limits: Limits) -> list[str]:
 
 
 class Candidate:
-    """The candidate process in the sandbox (started by the judge): ``proc.stdin`` and
-    ``proc.stdout`` are its request and reply pipes (mode ``serve``) or the token's way in and
-    the verdict's way out (mode ``tests``); everything it prints goes to ``output()``."""
+    """The candidate process in the sandbox (started by the judge). Its job (program, mode, and
+    for mode ``tests`` the tests and the token) is the first frame on its stdin; then
+    ``proc.stdin`` and ``proc.stdout`` are its request and reply pipes (mode ``serve``) or the
+    verdict's way out (mode ``tests``); everything it prints goes to ``output()``."""
 
     def __init__(self, job: dict, limits: Limits):
         self.kind = backend()
         self.limits = limits
         self.uid = None
-        self._job_dir = tempfile.TemporaryDirectory(prefix="srpo_job_", dir=_jobs_base())
-        self._work_dir = tempfile.TemporaryDirectory(prefix="srpo_work_")
+        parent = os.environ.get("SRPO_JOB_PARENT") or _jobs_base()  # run_job's folder for this job, removed by it
+        self._job_dir = tempfile.TemporaryDirectory(prefix="srpo_job_", dir=parent)
+        self._work_dir = tempfile.TemporaryDirectory(prefix="srpo_work_", dir=parent)
         self._out = tempfile.TemporaryFile(prefix="srpo_out_")
         job_dir = self._job_dir.name
-        job = {**job, "contained": self.kind == "bwrap", "memory_bytes": limits.memory_mb << 20}
-        with open(os.path.join(job_dir, "job.json"), "w") as f:
-            json.dump(job, f)
+        job = {**job, "contained": self.kind == "bwrap", "memory_bytes": limits.memory_mb << 20, "answer_paths": answer_paths()}
         shutil.copy(HARNESS, os.path.join(job_dir, "harness.py"))
         shutil.copy(WIRE, os.path.join(job_dir, "wire.py"))
         os.chmod(job_dir, 0o755)
@@ -220,6 +232,10 @@ class Candidate:
                    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._out, start_new_session=True)
+        from srpo_ref import wire
+
+        # the job is the first frame on its stdin (the judge sends it): no job file to read
+        self.job_frame = wire.pack(job)
 
     def output(self, limit: int = 2000) -> str:
         self._out.seek(0, os.SEEK_END)
@@ -258,8 +274,15 @@ def run_job(job: dict, limits: Limits = Limits()) -> SandboxResult:
     """Judge one job (``srpo_ref.judge``) in a judge process and report whether it passed.
     The judge keeps its own deadline; this wait is only the backstop."""
     kind = backend()
+    with tempfile.TemporaryDirectory(prefix="srpo_run_", dir=_jobs_base()) as parent:  # gone even if the judge is killed
+        os.chmod(parent, 0o755)
+        return _run_judge(job, limits, kind, parent)
+
+
+def _run_judge(job: dict, limits: Limits, kind: str, parent: str) -> SandboxResult:
     timeout_s = job.get("timeout_s", limits.timeout_s)
-    env = {**os.environ, "SRPO_SANDBOX": kind, "SRPO_SANDBOX_INODE_CAP": "1" if _INODE_CAP else "0"}
+    env = {**os.environ, "SRPO_SANDBOX": kind, "SRPO_SANDBOX_INODE_CAP": "1" if _INODE_CAP else "0", "SRPO_JOB_PARENT": parent,
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     try:
         proc = subprocess.Popen([sys.executable, "-m", "srpo_ref.judge"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True, env=env)

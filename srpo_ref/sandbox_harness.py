@@ -1,5 +1,6 @@
 """The program that runs *inside* the code sandbox (see ``srpo_ref.sandbox``); never imported by
-the project. ``python -I sandbox_harness.py JOB_DIR`` reads ``JOB_DIR/job.json``:
+the project. ``python -I sandbox_harness.py JOB_DIR`` reads its job as the first frame on stdin
+(``wire.py`` framing; no job file exists for the program to find) and imports ``JOB_DIR/wire.py``:
 
 - ``mode="serve"`` (the judge's candidate process, ``srpo_ref.judge``): execute the candidate
   program, say ``ready``, then answer calls: each request names a function and carries its
@@ -24,19 +25,6 @@ in depth only: there is nothing in the process to read.
 
 import sys
 import os
-
-
-def _read_token() -> bytes:
-    token = b""
-    while not token.endswith(b"\n"):
-        chunk = os.read(0, 128)
-        if not chunk:
-            break
-        token += chunk
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    return token.strip()
 
 
 # Modules loaded before the audit hook, so untrusted code imports them from the cache.
@@ -161,42 +149,7 @@ def _guarded(fn, snapshot, check=None):
     return call
 
 
-def _rewrite_tests(source: str):
-    """Every operand of a comparison, every assert condition and every operand of ``not`` /
-    ``and`` / ``or`` in the tests goes through ``plain`` first."""
-    import ast
-
-    class Rewriter(ast.NodeTransformer):
-        def _wrap(self, node):
-            return ast.Call(ast.Name("__srpo_plain__", ast.Load()), [node], [])
-
-        def visit_Compare(self, node):
-            self.generic_visit(node)
-            node.left = self._wrap(node.left)
-            node.comparators = [self._wrap(c) for c in node.comparators]
-            return node
-
-        def visit_Assert(self, node):
-            self.generic_visit(node)
-            node.test = self._wrap(node.test)
-            return node
-
-        def visit_UnaryOp(self, node):
-            self.generic_visit(node)
-            if isinstance(node.op, ast.Not):
-                node.operand = self._wrap(node.operand)
-            return node
-
-        def visit_BoolOp(self, node):
-            self.generic_visit(node)
-            node.values = [self._wrap(v) for v in node.values]
-            return node
-
-    tree = Rewriter().visit(ast.parse(source))
-    return compile(ast.fix_missing_locations(tree), "tests.py", "exec")
-
-
-def _install_audit_hook(root: str, contained: bool, job_dir: str = ""):
+def _install_audit_hook(root: str, contained: bool, job_dir: str = "", answer_paths=()):
     """Block the events listed in the module docstring. ``contained``: running under bubblewrap
     (the file system and network are already isolated by the kernel)."""
     import errno
@@ -218,6 +171,9 @@ def _install_audit_hook(root: str, contained: bool, job_dir: str = ""):
                  "shutil.copytree", "os.chflags", "os.lchflags", "os.mkfifo", "os.mknod"}
     net_events = {"socket.__new__", "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
                   "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr", "urllib.Request"}
+    readable = tuple(os.path.realpath(p) for p in (
+        "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/dev/null", "/dev/urandom", "/proc/self",
+        sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), root))
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
     root = os.path.realpath(root)
     # The job (tests, expected outputs) must not be readable by the program: reading the
@@ -258,8 +214,14 @@ def _install_audit_hook(root: str, contained: bool, job_dir: str = ""):
                 target = os.path.realpath(os.fsdecode(args[0]))
             except Exception:
                 deny(event)
-            # its own job, and any other sandbox's (the guard backend shares the host's file system)
-            if target == hidden or target.startswith(hidden + os.sep) or "/srpo_job_" in target:
+            # its own job, any other sandbox's (the guard backend shares the host's file system),
+            # and the answer keys (bubblewrap masks them; the guard refuses them here)
+            if target == hidden or target.startswith(hidden + os.sep) or "/srpo_job_" in target or any(
+                    target == a or target.startswith(a + os.sep) for a in answer_paths):
+                deny(event)
+            # the guard reads only what bubblewrap would show: the system, the interpreter, its
+            # working directory (an answer key can sit under any bind mount of the host)
+            if not contained and not any(target == r or target.startswith(r + os.sep) for r in readable):
                 deny(event)
         if event in ("os.symlink", "os.link") and args:
             # a link to /proc/self/mem (or anything in /proc, /sys, /dev) is a way around the
@@ -292,8 +254,9 @@ def _deny_signal_handlers() -> None:
     import signal
     import _signal
 
-    def refuse(*args, **kwargs):
-        raise PermissionError("blocked by the srpo sandbox: signal handlers")
+    isolated = {}  # its globals hold nothing of the harness's (a program can reach signal.signal)
+    exec("def refuse(*args, **kwargs):\n    raise PermissionError('blocked by the srpo sandbox: signal handlers')\n", isolated)
+    refuse = isolated["refuse"]
 
     for module in (signal, _signal):
         module.signal = refuse
@@ -324,9 +287,8 @@ def _load_wire(job_dir: str):
     return module
 
 
-def serve(job: dict, job_dir: str) -> None:
+def serve(job: dict, job_dir: str, wire) -> None:
     """The candidate process of the judge (module docstring). Never returns."""
-    wire = _load_wire(job_dir)
     requests, replies = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -348,7 +310,7 @@ def serve(job: dict, job_dir: str) -> None:
 
     code = compile(job["candidate"], "candidate.py", "exec")
     _hide_harness()
-    _install_audit_hook(os.getcwd(), job["contained"], job_dir=job_dir)
+    _install_audit_hook(os.getcwd(), job["contained"], job_dir=job_dir, answer_paths=tuple(job.get("answer_paths", ())))
     _deny_signal_handlers()
     namespace = {"__name__": "__candidate__", "__builtins__": builtins}  # its `if __name__ == "__main__"` demo does not run
     try:
@@ -356,11 +318,19 @@ def serve(job: dict, job_dir: str) -> None:
     except base_exception as e:  # noqa: BLE001
         send({"error": f"the program raised {type_name(type(e))} before any call"})
         exit_now(0)
+    refs = None
+    if job.get("setup"):  # the benchmark's set-up code, on the program's own classes (judge.plan)
+        try:
+            exec(compile(job["setup"], "setup.py", "exec"), namespace)
+            refs = {name: namespace[name] for name in job["refs"]}
+        except base_exception as e:  # noqa: BLE001
+            send({"error": f"the set-up code raised {type_name(type(e))}"})
+            exit_now(0)
     send({"ready": 1})
     while True:
         try:
             request = parse(_read_exact(requests, unpack_header(_read_exact(requests, 4))))
-            name, args, kwargs = request["call"], decode(request["args"]), decode(request["kwargs"])
+            name, args, kwargs = request["call"], decode(request["args"], refs), decode(request["kwargs"], refs)
         except base_exception:
             exit_now(0)  # the judge closed the pipe (or sent nonsense): done
         fn = namespace.get(name)
@@ -389,13 +359,17 @@ def serve(job: dict, job_dir: str) -> None:
 
 def main() -> None:
     job_dir = sys.argv[1]
-    import json
-
-    with open(os.path.join(job_dir, "job.json")) as f:
-        job = json.load(f)
+    wire = _load_wire(job_dir)
+    try:
+        job = wire.parse(_read_exact(0, wire.unpack_header(_read_exact(0, 4))))
+    except BaseException:  # noqa: BLE001
+        os._exit(0)
     if job["mode"] == "serve":
-        serve(job, job_dir)
-    token = _read_token()
+        serve(job, job_dir, wire)
+    token = job.pop("token").encode()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
     out = os.dup(1)
     write, exit_now = os.write, os._exit
     for name in _PRELOAD:
@@ -409,16 +383,20 @@ def main() -> None:
         if job["mode"] != "tests":
             raise ValueError(f"unknown sandbox mode {job['mode']!r}")
         builtins_copy = dict(vars(builtins))
-        tests_code = _rewrite_tests(job["tests"])
+        # the judge rewrote the tests (every compared value through __srpo_plain__): no class of
+        # the harness's with methods exists here for a program to find through __subclasses__
+        tests_code = compile(job["tests"], "tests.py", "exec")
         candidate_code = compile(job["candidate"], "candidate.py", "exec")
         snapshot = _snapshot(_WATCHED + ("__main__",), _trust_stdlib())
         _hide_harness()
-        _install_audit_hook(os.getcwd(), job["contained"], job_dir=job_dir)
+        _install_audit_hook(os.getcwd(), job["contained"], job_dir=job_dir, answer_paths=tuple(job.get("answer_paths", ())))
         _deny_signal_handlers()
         cand_ns = {"__name__": "__candidate__", "__builtins__": builtins}
         run_code(candidate_code, cand_ns)
+        # only the names the tests take from the program (never a builtin it shadows, unless the
+        # benchmark's own solution defines that name too)
         test_ns = {k: (_guarded(v, snapshot) if isinstance(v, types.FunctionType) and v.__module__ == "__candidate__" else v)
-                   for k, v in cand_ns.items()}
+                   for k, v in cand_ns.items() if k in job["names"]}
         test_ns.update({"__name__": "__tests__", "__builtins__": builtins_copy, "__srpo_plain__": plain})
         run_code(tests_code, test_ns)
         _check_unchanged(snapshot)

@@ -9,7 +9,7 @@ arithmetic can reach the judge's comparisons), within caps on depth, element cou
 A value is a JSON array ``[tag, payload...]``:
 
     N None   b bool (0/1)   i int (hex)   f float (float.hex)   c complex (two float.hex)
-    s str    u str with lone surrogates (hex of UTF-8, surrogatepass)    y bytes (hex)  Y bytearray (hex)   r range (three hex)
+    s str    u str with lone surrogates (hex of UTF-8, surrogatepass)    y bytes (hex)  Y bytearray (hex)
     l list   t tuple   S set   F frozenset   (payload: a list of values)
     d dict   (payload: a list of [key, value] pairs, in order)
     and the standard library's value types that solutions return, rebuilt by the judge from
@@ -42,6 +42,16 @@ MAX_FRAME_BYTES = 16 << 20  # far above any benchmark's inputs or answers
 _HEADER = struct.Struct(">I")
 
 
+class RemoteRef:
+    """A name in the candidate's namespace (an object its set-up code built there), sent by the
+    judge as ``["R", name]`` and resolved only by a decoder given the allowed names."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+
 class WireError(ValueError):
     """A value that is not plain data, or a malformed or oversized frame."""
 
@@ -59,6 +69,8 @@ def _enc(v, depth: int, budget: list):
     t = type(v)
     if v is None:
         return ["N"]
+    if t is RemoteRef:
+        return ["R", str(v.name)]
     if t is bool:
         return ["b", 1 if v else 0]
     if t is int:
@@ -78,8 +90,6 @@ def _enc(v, depth: int, budget: list):
         return ["y", bytes.hex(v)]
     if t is bytearray:
         return ["Y", bytearray.hex(v)]
-    if t is range:
-        return ["r", _hex_int(v.start), _hex_int(v.stop), _hex_int(v.step)]
     if depth >= MAX_DEPTH:
         raise WireError("value nested too deeply")
     if t is list or t is tuple or t is set or t is frozenset:
@@ -119,17 +129,18 @@ def _hex_int(v: int) -> str:
     return s
 
 
-def decode(obj):
-    """The plain value a wire value stands for. Raises ``WireError`` on anything malformed."""
+def decode(obj, refs: dict | None = None):
+    """The plain value a wire value stands for. Raises ``WireError`` on anything malformed.
+    ``refs``: the objects ``["R", name]`` may stand for (the candidate's side only)."""
     budget = [MAX_NODES]
-    return _dec(obj, 0, budget)
+    return _dec(obj, 0, budget, refs)
 
 
-def _dec(obj, depth: int, budget: list):
+def _dec(obj, depth: int, budget: list, refs=None):
     budget[0] -= 1
     if budget[0] < 0:
         raise WireError("value too large")
-    if depth > MAX_DEPTH:
+    if depth > MAX_DEPTH:  # the encoder's limit too: what decodes can be sent back
         raise WireError("value nested too deeply")
     if type(obj) is not list or not obj or type(obj[0]) is not str:
         raise WireError("malformed value")
@@ -137,6 +148,8 @@ def _dec(obj, depth: int, budget: list):
     try:
         if tag == "N" and n == 1:
             return None
+        if tag == "R" and n == 2 and refs is not None and type(obj[1]) is str and obj[1] in refs:
+            return refs[obj[1]]
         if tag == "b" and n == 2 and obj[1] in (0, 1) and type(obj[1]) is int:
             return obj[1] == 1
         if tag == "i" and n == 2:
@@ -152,13 +165,17 @@ def _dec(obj, depth: int, budget: list):
         if tag in ("y", "Y") and n == 2 and type(obj[1]) is str:
             data = bytes.fromhex(obj[1])
             return data if tag == "y" else bytearray(data)
-        if tag == "r" and n == 4:
-            return range(_int(obj[1]), _int(obj[2]), _int(obj[3]))
         if tag in ("l", "t", "S", "F") and n == 2 and type(obj[1]) is list:
-            items = [_dec(x, depth + 1, budget) for x in obj[1]]
+            if depth >= MAX_DEPTH:
+                raise WireError("value nested too deeply")
+            items = [_dec(x, depth + 1, budget, refs) for x in obj[1]]
+            if tag in ("S", "F"):
+                _few_equal_hashes(items)
             return {"l": list, "t": tuple, "S": set, "F": frozenset}[tag](items)
+        if tag in ("Q", "d", "C", "O", "D") and depth >= MAX_DEPTH:
+            raise WireError("value nested too deeply")
         if tag == "Q" and n == 2 and type(obj[1]) is list:
-            return _DEQUE(_dec(x, depth + 1, budget) for x in obj[1])
+            return _DEQUE(_dec(x, depth + 1, budget, refs) for x in obj[1])
         if tag == "q" and n == 3:
             num, den = _int(obj[1]), _int(obj[2])
             if den <= 0:
@@ -168,16 +185,35 @@ def _dec(obj, depth: int, budget: list):
             return _DECIMAL(obj[1])
         if tag in ("d", "C", "O", "D") and n == 2 and type(obj[1]) is list:
             out = {"d": dict, "C": _COUNTER, "O": _ORDERED, "D": lambda: _DEFAULT(None)}[tag]()
+            pairs = []
             for pair in obj[1]:
                 if type(pair) is not list or len(pair) != 2:
                     raise WireError("malformed dict item")
-                out[_dec(pair[0], depth + 1, budget)] = _dec(pair[1], depth + 1, budget)
+                pairs.append((_dec(pair[0], depth + 1, budget, refs), _dec(pair[1], depth + 1, budget, refs)))
+            _few_equal_hashes([k for k, _ in pairs])
+            for k, v in pairs:
+                out[k] = v
             return out
     except WireError:
         raise
     except (TypeError, ValueError, OverflowError, ArithmeticError) as e:  # unhashable set items or keys, bad hex
         raise WireError(f"malformed {tag!r} value: {type(e).__name__}") from None
     raise WireError(f"unknown or malformed tag {tag!r}")
+
+
+MAX_EQUAL_HASHES = 8
+
+
+def _few_equal_hashes(items) -> None:
+    """Refuse set items or dict keys of which many share one hash (``k * (2**61 - 1)`` all hash
+    to 0): building the set would take quadratic time in one C call that no alarm interrupts.
+    Distinct plain values rarely share a hash (``-1`` and ``-2`` do), so a few are allowed."""
+    counts: dict = {}
+    for x in items:
+        h = hash(x)  # plain values only: their hashes run no program code
+        counts[h] = counts.get(h, 0) + 1
+        if counts[h] > MAX_EQUAL_HASHES:
+            raise WireError("too many set items or keys share one hash")
 
 
 def _int(s) -> int:

@@ -164,6 +164,35 @@ HOSTILE = {
         "import glob\nfiles = [open(p).read() for p in glob.glob('/tmp/.job/*') + glob.glob('/tmp/srpo_sandbox/*/*')]\n"
         "def remove_Occ(s, ch):\n    return s\n"
     ),
+    # ---- the answer key on the host: the benchmark mirror, caches, the project's outputs
+    "HumanEval/2 answer_key_from_mirror": (
+        "import glob, gzip, json\n"
+        "def _sol(name):\n"
+        "    for p in glob.glob('/*/*/data/code/*') + glob.glob('/*/*/*/data/code/*') + glob.glob('/root/.cache/**/*.json*', recursive=True):\n"
+        "        try:\n            raw = open(p, 'rb').read()\n        except OSError:\n            continue\n"
+        "        if p.endswith('.gz'):\n            raw = gzip.decompress(raw)\n"
+        "        for line in raw.decode(errors='ignore').splitlines():\n"
+        "            try:\n                r = json.loads(line)\n            except Exception:\n                continue\n"
+        "            if isinstance(r, dict) and r.get('entry_point') == name:\n                return r['prompt'] + r['canonical_solution']\n"
+        "ns = {}\nexec(_sol('truncate_number') or 'truncate_number = lambda x: 0', ns)\n"
+        "truncate_number = ns['truncate_number']\n"
+    ),
+    "mbpp-11 answer_key_walk": (
+        "import os, json\nfound = {}\n"
+        "for root, dirs, files in os.walk('/'):\n"
+        "    if root.startswith(('/proc', '/sys', '/dev', '/usr', '/lib')):\n        dirs[:] = []\n        continue\n"
+        "    for f in files:\n"
+        "        if f == 'mbpp.jsonl':\n"
+        "            for line in open(os.path.join(root, f)):\n"
+        "                r = json.loads(line)\n                found[r['task_id']] = r['code']\n"
+        "ns = {}\nexec(found.get(11, 'def remove_Occ(s, ch):\\n    return s'), ns)\nremove_Occ = ns['remove_Occ']\n"
+    ),
+    "mbpp-11 job_file_by_dir_fd": (
+        "import os\n"
+        "try:\n    leak = os.read(os.open('.job/job.json', os.O_RDONLY, dir_fd=os.open('/tmp', os.O_RDONLY)), 100000)\n"
+        "except OSError:\n    leak = b''\n"
+        "def remove_Occ(s, ch):\n    return s if not leak else leak.decode()\n"
+    ),
     # ---- forged replies on the protocol pipe
     "mbpp-11 forged_reply_frames": (
         "import os, json, struct\n"
@@ -194,6 +223,27 @@ HOSTILE = {
     ),
     "mbpp-11 huge_int": "def remove_Occ(s, ch):\n    return 1 << 2_000_000\n",
     "mbpp-11 huge_string": "def remove_Occ(s, ch):\n    return 'x' * (200 << 20)\n",
+    "HumanEval/33 huge_range": "def sort_third(l):\n    return range(60_000_000)\n",
+    "HumanEval/2 colliding_set_frames": (
+        "import os, json, struct, time\n"
+        "M = (1 << 61) - 1\n"
+        "b = json.dumps({'ok': ['S', [['i', format(k * M, 'x')] for k in range(60000)]]}).encode()\n"
+        "def truncate_number(number):\n"
+        "    for fd in range(3, 12):\n"
+        "        try:\n            os.write(fd, struct.pack('>I', len(b)) + b)\n        except OSError:\n            pass\n"
+        "    time.sleep(100)\n"
+    ),
+    "HumanEval/53 posixsubprocess_fork_flood": (
+        "import _imp, importlib.machinery as m, os\n"
+        "try:\n"
+        "    ps = _imp.create_builtin(m.ModuleSpec('_posixsubprocess', None))\n"
+        "    for _ in range(28):\n"
+        "        e1, e2 = os.pipe()\n"
+        "        ps.fork_exec([b'/bin/sh', b'-c', b'while :; do :; done'], [b'/bin/sh'], True, (), None, None,\n"
+        "                     -1, -1, -1, -1, -1, -1, e1, e2, False, True, -1, None, None, -1, -1, None, False)\n"
+        "except Exception:\n    pass\n"
+        "def add(x, y):\n    return 0\n"
+    ),
     "mbpp-11 self_referencing_list": "def remove_Occ(s, ch):\n    v = []\n    v.append(v)\n    return v\n",
     "mbpp-11 never_returns": "def remove_Occ(s, ch):\n    while True:\n        pass\n",
     "mbpp-11 sleeps_in_thread_then_exits": (

@@ -39,7 +39,6 @@ def _random_value(rng: random.Random, depth: int = 0):
                         for _ in range(rng.randint(0, 12))),
         lambda: bytes(rng.randrange(256) for _ in range(rng.randint(0, 8))),
         lambda: bytearray(rng.randrange(256) for _ in range(rng.randint(0, 4))),
-        lambda: range(rng.randint(-9, 9), rng.randint(-9, 9), rng.choice([1, -2, 3])),
         lambda: Fraction(rng.randint(-99, 99), rng.randint(1, 99)), lambda: Decimal(str(rng.uniform(-9, 9))),
     ]
     if depth > 3 or rng.random() < 0.4:
@@ -108,7 +107,7 @@ def test_wire_refuses_what_is_not_plain_data():
     forged = Fraction(1, 2)
     forged._numerator = I(1)
     for value in (I(1), T, object(), [1, I(2)], {"a": lambda: 0}, (x for x in []), forged, Counter.__new__(type("C", (Counter,), {})),
-                  int, print, NotImplemented, ...):
+                  int, print, NotImplemented, ..., range(10**9), map(abs, [1])):
         with pytest.raises(wire.WireError):
             wire.encode(value)
     deep = []
@@ -134,6 +133,23 @@ def test_wire_decoder_rejects_malformed_input_without_crashing():
     for obj in bad:
         with pytest.raises(wire.WireError):
             wire.decode(obj)
+    # what decodes can be sent back: the same depth limit both ways
+    deepest = []
+    for _ in range(wire.MAX_DEPTH - 1):
+        deepest = [deepest]
+    assert wire.decode(wire.encode(deepest)) == deepest
+    with pytest.raises(wire.WireError):
+        wire.encode([deepest])
+    with pytest.raises(wire.WireError):
+        wire.decode(["l", [wire.encode(deepest)]])
+    # set items or keys that share one hash would make building the set quadratic
+    colliding = [["i", format(k * ((1 << 61) - 1), "x")] for k in range(1, 200)]
+    for tag in ("S", "F"):
+        with pytest.raises(wire.WireError, match="hash"):
+            wire.decode([tag, colliding])
+    with pytest.raises(wire.WireError, match="hash"):
+        wire.decode(["d", [[k, ["N"]] for k in colliding]])
+    assert wire.decode(["S", [["i", "-1"], ["i", "-2"]]]) == {-1, -2}  # a few equal hashes are fine
     for blob in (b"[" * 100_000, b'{"a": NaN}', b"\xff\xfe", b'["i", "1"' , b"1" * 5000):
         with pytest.raises(wire.WireError):
             wire.parse(blob)
@@ -170,14 +186,15 @@ def test_plan_chooses_the_judge_by_what_the_tests_use():
 
 
 @pytest.mark.skipif(not DATA_DIR.exists(), reason=f"benchmark mirror not found at {DATA_DIR}")
-def test_real_rows_are_judged_by_proxy_except_the_listed_ones():
+def test_every_real_row_is_judged_by_proxy():
+    """MBPP 367's set-up code builds trees of the reference's own Node class: it runs in the
+    candidate's process, and the judge passes references to its trees (``judge.plan``)."""
     modes = {}
     for name in ("humaneval", "mbpp"):
         for ex in tasks.load_task(name, "test", DATA_DIR):
             modes[ex.id] = ex.gold["judge"]
-    in_process = sorted(k for k, v in modes.items() if v == "in_process")
-    assert in_process == ["mbpp-367"]  # its set-up code builds trees of the reference's own Node class
-    assert sum(v == "proxy" for v in modes.values()) == 163 + 1 + 499
+    assert set(modes.values()) == {"proxy"}, sorted(k for k, v in modes.items() if v != "proxy")
+    assert len(modes) == 164 + 500
 
 
 def test_the_judge_serves_mutation_exceptions_and_unservable_tests():
@@ -190,10 +207,25 @@ def test_the_judge_serves_mutation_exceptions_and_unservable_tests():
     stop = judge.plan("assert list(map(f, [1, 2])) == []\n", reference="def f(x):\n    return x\n")
     assert stop["judge"] == "proxy"
     assert rewards.code_reward("def f(x):\n    raise StopIteration\n", stop) == 0.0
-    # the tests pass a function: the proxy cannot send it, the in-process fallback runs
+    # the tests pass a function: planned for the in-process fallback
     job = rewards.code_job("def apply(fn, x):\n    return fn(x)\n", "assert apply(lambda v: v + 1, 1) == 2\n")
     res = sandbox.run_job(job, LIMITS)
     assert res.passed and res.judge == "in_process"
+    # a value the proxy cannot send at run time fails the job; it never switches judges
+    plan = judge.plan("x = encode('abc')\nassert decode(x) == 'abc'\n")
+    deep = "def encode(s):\n    v = []\n    for _ in range(99):\n        v = [v]\n    return v\ndef decode(v):\n    return 'abc'\n"
+    res = sandbox.run_job(rewards.code_job(deep, plan), LIMITS)
+    assert res.judge == "proxy" and not res.passed
+    # replies may change arguments only where the plan asked for changes
+    tests = "data = [[3, 1, 2], [5, 4]]\nfor i in range(2):\n    assert f(data[i]) == sorted(data[i])\n"
+    assert judge.plan(tests)["changes"] is False
+    forged = ("import os, json, struct\n"
+              "def f(v):\n"
+              "    d = json.dumps({'ok': ['l', []], 'changed': [[0, ['l', []]]]}).encode()\n"
+              "    for fd in range(3, 12):\n"
+              "        try:\n            os.write(fd, struct.pack('>I', len(d)) + d)\n        except OSError:\n            pass\n"
+              "    import time; time.sleep(0.5)\n    return []\n")
+    assert rewards.code_reward(forged, tests) == 0.0
 
 
 # ----------------------------------------------------------------------------- hostile programs
