@@ -368,13 +368,32 @@ def code_job(program: str, gold) -> dict:
     spec = gold if isinstance(gold, dict) and "judge" in gold else judge.plan(str(gold))
     if spec["judge"] == "proxy":
         return {"judge": "proxy", "candidate": program, "spec": spec}
+    if os.environ.get("SRPO_ALLOW_IN_PROCESS") != "1":
+        _warn_in_process(spec.get("why", ""))
+        return {"judge": "refused", "why": spec.get("why", "")}
     return {"judge": "in_process", "candidate": program, "tests": spec["tests"], "names": spec["names"]}
+
+
+_WARNED: set = set()
+
+
+def _warn_in_process(why: str) -> None:
+    """Once per reason: such tests score 0 unless the in-process fallback is allowed."""
+    if why not in _WARNED:
+        _WARNED.add(why)
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "code tests the judge cannot serve by proxy (%s) score 0: the in-process fallback can be forged by a program "
+            "the tests hand a function or an object. SRPO_ALLOW_IN_PROCESS=1 allows it (README: The code judge)", why)
 
 
 def code_reward(response: str, gold, limits: sandbox.Limits = CODE_LIMITS) -> float:
     """1.0 when the extracted program passes its tests: the benchmark's tests run in the judge
     process, the program in the sandbox answers their calls (``srpo_ref.judge``)."""
     job = code_job(extract_code(response), gold)
+    if job["judge"] == "refused":
+        return 0.0
     if job["judge"] == "evalplus":
         limits = sandbox.Limits(**{**limits.__dict__, "timeout_s": max(limits.timeout_s, job["timeout_s"])})
     return float(sandbox.run_job(job, limits).passed)

@@ -149,9 +149,11 @@ def _guarded(fn, snapshot, check=None):
     return call
 
 
-def _install_audit_hook(root: str, contained: bool, job_dir: str = "", answer_paths=()):
+def _install_audit_hook(root: str, contained: bool, job_dir: str = "", answer_paths=(), frames: bool = False):
     """Block the events listed in the module docstring. ``contained``: running under bubblewrap
-    (the file system and network are already isolated by the kernel)."""
+    (the file system and network are already isolated by the kernel). ``frames``: allow frame
+    introspection (mode ``serve``: the process holds no secret, and tracebacks and logging
+    need frames)."""
     import errno
 
     blocked = {
@@ -201,9 +203,9 @@ def _install_audit_hook(root: str, contained: bool, job_dir: str = "", answer_pa
             p.startswith("/proc/") and ("fd" in parts or "map_files" in parts or "root" in parts or "cwd" in parts))
 
     def hook(event, args):
-        if event == "sys._getframe" or event == "sys._getframemodulename":
+        if not frames and (event == "sys._getframe" or event == "sys._getframemodulename"):
             deny(event, ValueError)  # stdlib callers (namedtuple, TypeVar) tolerate ValueError
-        if event == "object.__getattr__" and args and len(args) > 1 and str(args[1]).endswith("_frame"):
+        if not frames and event == "object.__getattr__" and args and len(args) > 1 and str(args[1]).endswith("_frame"):
             deny(event, AttributeError)  # tb_frame, gi_frame, cr_frame, ag_frame: the way to a frame
         if event in blocked:
             deny(event)
@@ -310,9 +312,13 @@ def serve(job: dict, job_dir: str, wire) -> None:
 
     code = compile(job["candidate"], "candidate.py", "exec")
     _hide_harness()
-    _install_audit_hook(os.getcwd(), job["contained"], job_dir=job_dir, answer_paths=tuple(job.get("answer_paths", ())))
+    _install_audit_hook(os.getcwd(), job["contained"], job_dir=job_dir, answer_paths=tuple(job.get("answer_paths", ())), frames=True)
     _deny_signal_handlers()
-    namespace = {"__name__": "__candidate__", "__builtins__": builtins}  # its `if __name__ == "__main__"` demo does not run
+    # a module of its own (dataclasses look their module up), not __main__: its demo does not run
+    module = type(sys)("__candidate__")
+    sys.modules["__candidate__"] = module
+    namespace = module.__dict__
+    namespace["__builtins__"] = builtins
     try:
         exec(code, namespace)
     except base_exception as e:  # noqa: BLE001

@@ -197,7 +197,7 @@ def test_every_real_row_is_judged_by_proxy():
     assert len(modes) == 164 + 500
 
 
-def test_the_judge_serves_mutation_exceptions_and_unservable_tests():
+def test_the_judge_serves_mutation_exceptions_and_unservable_tests(monkeypatch):
     sort_tests = "xs = [3, 1, 2]\nsort_in_place(xs)\nassert xs == [1, 2, 3]\n"
     assert rewards.code_reward("def sort_in_place(v):\n    v.sort()\n", sort_tests) == 1.0
     assert rewards.code_reward("def sort_in_place(v):\n    return sorted(v)\n", sort_tests) == 0.0
@@ -207,10 +207,17 @@ def test_the_judge_serves_mutation_exceptions_and_unservable_tests():
     stop = judge.plan("assert list(map(f, [1, 2])) == []\n", reference="def f(x):\n    return x\n")
     assert stop["judge"] == "proxy"
     assert rewards.code_reward("def f(x):\n    raise StopIteration\n", stop) == 0.0
-    # the tests pass a function: planned for the in-process fallback
-    job = rewards.code_job("def apply(fn, x):\n    return fn(x)\n", "assert apply(lambda v: v + 1, 1) == 2\n")
-    res = sandbox.run_job(job, LIMITS)
+    # the tests pass a function: only the in-process fallback can judge them. It is off unless
+    # allowed, because a program handed a function reaches the tests' namespace through it
+    apply_tests = "assert apply(lambda v: v + 1, 1) == 2\nassert apply(lambda v: v * 3, 4) == 12\n"
+    correct = "def apply(fn, x):\n    return fn(x)\n"
+    forging = "def apply(f, x):\n    f.__globals__['__srpo_plain__'] = lambda v: True\n    return 1\n"
+    assert rewards.code_job(correct, apply_tests) == {"judge": "refused", "why": "the tests pass a function or an object to 'apply'"}
+    assert rewards.code_reward(correct, apply_tests) == 0.0 and rewards.code_reward(forging, apply_tests) == 0.0
+    monkeypatch.setenv("SRPO_ALLOW_IN_PROCESS", "1")
+    res = sandbox.run_job(rewards.code_job(correct, apply_tests), LIMITS)
     assert res.passed and res.judge == "in_process"
+    monkeypatch.delenv("SRPO_ALLOW_IN_PROCESS")
     # a value the proxy cannot send at run time fails the job; it never switches judges
     plan = judge.plan("x = encode('abc')\nassert decode(x) == 'abc'\n")
     deep = "def encode(s):\n    v = []\n    for _ in range(99):\n        v = [v]\n    return v\ndef decode(v):\n    return 'abc'\n"

@@ -56,7 +56,7 @@ def test_code_reward_pass_and_fail():
     assert code_reward("this is not code", "assert f(1) == 2") == 0.0
 
 
-def test_code_reward_accepts_what_real_solutions_return():
+def test_code_reward_accepts_what_real_solutions_return(monkeypatch):
     # Counters, tuples of floats, sets, None, recursion, sys.setrecursionlimit, namedtuple and
     # dataclasses in the program (they use sys._getframe internally) must all still pass.
     program = (
@@ -70,10 +70,23 @@ def test_code_reward_accepts_what_real_solutions_return():
              "assert pair(3) == (1.5, None, {3})\n")
     assert rewards.code_job(program, tests)["judge"] == "proxy"
     assert code_reward(f"```python\n{program}```", tests) == 1.0
-    # the tests use the program's own classes: judged in process (the fallback)
+    # the tests use the program's own classes: only the in-process fallback can judge them, and
+    # it is off unless allowed (it can be forged by a program the tests hand an object)
     classes = tests + "assert P(1, 2).x == 1 and Box(3).v == 3\n"
+    assert rewards.code_job(program, classes)["judge"] == "refused"
+    assert code_reward(f"```python\n{program}```", classes) == 0.0
+    monkeypatch.setenv("SRPO_ALLOW_IN_PROCESS", "1")
     assert rewards.code_job(program, classes)["judge"] == "in_process"
     assert code_reward(f"```python\n{program}```", classes) == 1.0
+    # tracebacks, logging and postponed annotations work in the candidate process
+    ordinary = ("import traceback, logging, dataclasses\n"
+                "def f(x):\n    try:\n        1 / 0\n    except ZeroDivisionError:\n"
+                "        traceback.format_exc(); traceback.print_exc(); logging.exception('oops')\n    return x + 1\n")
+    assert code_reward(f"```python\n{ordinary}```", "assert f(3) == 4\n") == 1.0
+    postponed = ("from __future__ import annotations\nimport dataclasses\n"
+                 "@dataclasses.dataclass\nclass B:\n    v: int\n"
+                 "def f(x):\n    return B(x).v + 1\n")
+    assert code_reward(f"```python\n{postponed}```", "assert f(3) == 4\n") == 1.0
 
 
 def test_score_dispatch_never_raises_on_bad_gold():

@@ -139,7 +139,9 @@ EXPECTED_DENIALS = ["signal", "_signal", "addaudithook", "symlink_proc", "open_p
 def test_candidate_process_refuses_signal_handlers_audit_hooks_and_proc_links(backend, judge):
     """Defence in depth: nothing in the candidate process is worth reading any more, but the
     routes that read the harness's secrets in the in-process design stay closed."""
-    tests = hp.ADD_TESTS + f"assert denials() == {EXPECTED_DENIALS!r}\n"
+    # frames stay open in the proxy's candidate process (nothing to read there; tracebacks need them)
+    expected = EXPECTED_DENIALS if judge == "in_process" else [d for d in EXPECTED_DENIALS if d != "frame"]
+    tests = hp.ADD_TESTS + f"assert denials() == {expected!r}\n"
     job = rewards.code_job(DENIALS, tests)
     if judge == "in_process":
         job = {"judge": "in_process", "candidate": DENIALS, "tests": tests}
