@@ -139,26 +139,40 @@ def _bwrap_command(job_dir: str, uid: int, limits: Limits, inode_cap: bool) -> l
     # An allowlist, not the host's root: the system's programs and libraries, /etc, and the
     # interpreter's own directories. Nothing else of the host (the benchmark mirror, caches,
     # checkouts with their samples, under whatever bind mount) exists in the sandbox.
-    cmd += ["bwrap", "--dev", "/dev", "--proc", "/proc", "--ro-bind", "/usr", "/usr", "--ro-bind-try", "/etc", "/etc"]
+    cmd += ["bwrap", "--dev", "/dev", "--proc", "/proc"]
+    # the writable scratch first: an interpreter under /tmp is bound over it below
+    if inode_cap:
+        cmd += ["--bind", scratch, "/tmp", "--bind", os.path.join(scratch, "shm"), "/dev/shm"]
+    else:
+        cmd += ["--perms", "01777", "--size", str(16 << 20), "--tmpfs", "/dev/shm",
+                "--perms", "01777", "--size", str(limits.scratch_mb << 20), "--tmpfs", "/tmp"]
+    cmd += ["--ro-bind", "/usr", "/usr", "--ro-bind-try", "/etc", "/etc"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
             cmd += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             cmd += ["--ro-bind", top, top]
     bound = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
-    for path in sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable)),
-                                                      os.path.dirname(sys.executable))}):
-        if not any(path == b or path.startswith(b + os.sep) for b in bound):
-            cmd += ["--ro-bind", path, path]
-            bound.append(path)
+    interpreter = (sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable)), os.path.dirname(sys.executable))
+    binds = [(os.path.realpath(p), os.path.realpath(p)) for p in interpreter]
+    binds += [(os.path.realpath(p), os.path.abspath(p)) for p in interpreter]  # as named, when reached through a symlink
+    made = set()
+    for src, dest in sorted(set(binds), key=lambda b: b[1]):
+        if any(dest == b or dest.startswith(b + os.sep) for b in bound):
+            continue
+        # the directories above it, traversable by the throwaway uid (bubblewrap would copy a
+        # private parent's mode: /root is 0700)
+        parts = dest.strip("/").split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            parent = "/" + "/".join(parts[:i])
+            if parent not in made and not any(parent == b or parent.startswith(b + os.sep) for b in bound):
+                cmd += ["--perms", "0755", "--dir", parent]
+                made.add(parent)
+        cmd += ["--ro-bind", src, dest]
+        bound.append(dest)
     for path in answer_paths():  # answer keys inside what is bound (a mirror under /usr/share, say)
         if any(path == b or path.startswith(b + os.sep) for b in bound):
             cmd += ["--tmpfs", path] if os.path.isdir(path) else ["--ro-bind", "/dev/null", path]
-    if inode_cap:
-        cmd += ["--bind", scratch, "/tmp", "--bind", os.path.join(scratch, "shm"), "/dev/shm"]
-    else:
-        cmd += ["--perms", "01777", "--size", str(16 << 20), "--tmpfs", "/dev/shm",
-                "--perms", "01777", "--size", str(limits.scratch_mb << 20), "--tmpfs", "/tmp"]
     cmd += ["--ro-bind", job_dir, "/tmp/.job", "--perms", "0777", "--dir", "/tmp/work", "--chdir", "/tmp/work",
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--clearenv",

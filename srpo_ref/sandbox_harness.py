@@ -173,6 +173,7 @@ def _install_audit_hook(root: str, contained: bool, job_dir: str = "", answer_pa
                  "shutil.copytree", "os.chflags", "os.lchflags", "os.mkfifo", "os.mknod"}
     net_events = {"socket.__new__", "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
                   "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr", "urllib.Request"}
+    interpreter = tuple(os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))))
     readable = tuple(os.path.realpath(p) for p in (
         "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/dev/null", "/dev/urandom", "/proc/self",
         sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), root))
@@ -218,8 +219,9 @@ def _install_audit_hook(root: str, contained: bool, job_dir: str = "", answer_pa
                 deny(event)
             # its own job, any other sandbox's (the guard backend shares the host's file system),
             # and the answer keys (bubblewrap masks them; the guard refuses them here)
-            if target == hidden or target.startswith(hidden + os.sep) or "/srpo_job_" in target or any(
-                    target == a or target.startswith(a + os.sep) for a in answer_paths):
+            in_interpreter = any(target == r or target.startswith(r + os.sep) for r in interpreter)
+            if target == hidden or target.startswith(hidden + os.sep) or "/srpo_job_" in target or (not in_interpreter and any(
+                    target == a or target.startswith(a + os.sep) for a in answer_paths)):
                 deny(event)
             # the guard reads only what bubblewrap would show: the system, the interpreter, its
             # working directory (an answer key can sit under any bind mount of the host)

@@ -83,9 +83,9 @@ def test_code_reward_accepts_what_real_solutions_return(monkeypatch):
                 "def f(x):\n    try:\n        1 / 0\n    except ZeroDivisionError:\n"
                 "        traceback.format_exc(); traceback.print_exc(); logging.exception('oops')\n    return x + 1\n")
     assert code_reward(f"```python\n{ordinary}```", "assert f(3) == 4\n") == 1.0
-    postponed = ("from __future__ import annotations\nimport dataclasses\n"
+    postponed = ("from __future__ import annotations\nimport dataclasses, numpy\n"
                  "@dataclasses.dataclass\nclass B:\n    v: int\n"
-                 "def f(x):\n    return B(x).v + 1\n")
+                 "def f(x):\n    return int(numpy.int64(B(x).v)) + 1\n")  # the interpreter's packages are there
     assert code_reward(f"```python\n{postponed}```", "assert f(3) == 4\n") == 1.0
 
 
