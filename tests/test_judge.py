@@ -23,7 +23,7 @@ import pytest
 
 from srpo_ref import judge, rewards, sandbox, tasks, wire
 from tests import hostile_judge as hj
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, sandbox_leftovers
 
 LIMITS = sandbox.Limits(timeout_s=3)
 
@@ -241,11 +241,7 @@ def _examples() -> dict:
     return {e.id: e for name in ("humaneval", "mbpp") for e in tasks.load_task(name, "test", DATA_DIR)}
 
 
-def _leftovers() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,ppid,uid,stat,args"], capture_output=True, text=True).stdout.splitlines()[1:]
-    mine = str(os.getpid())
-    return [line for line in out if "harness.py" in line or ("srpo_ref.judge" in line and line.split()[1] == mine)
-            or int(line.split()[2]) >= 200_000 or (line.split()[3].startswith("Z") and line.split()[1] in (mine, "1"))]
+_leftovers = sandbox_leftovers
 
 
 @pytest.mark.skipif(not DATA_DIR.exists(), reason=f"benchmark mirror not found at {DATA_DIR}")

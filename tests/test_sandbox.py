@@ -16,6 +16,7 @@ import pytest
 
 from srpo_ref import rewards, sandbox
 from tests import hostile_programs as hp
+from tests.conftest import sandbox_leftovers
 
 LIMITS = sandbox.Limits(timeout_s=3)
 BACKENDS = ["bwrap", "guard"]
@@ -44,13 +45,7 @@ def _job(program: str, judge: str = "proxy") -> dict:
     return job if judge == "proxy" else {"judge": "in_process", "candidate": program, "tests": hp.ADD_TESTS}
 
 
-def _sandbox_processes() -> list[str]:
-    """Live processes started by a sandbox: the harness, the judge, anything under a throwaway
-    uid, and zombies (a process that nobody reaped)."""
-    out = subprocess.run(["ps", "-eo", "pid,ppid,uid,stat,args"], capture_output=True, text=True).stdout.splitlines()[1:]
-    mine = str(os.getpid())
-    return [line for line in out if "harness.py" in line or ("srpo_ref.judge" in line and line.split()[1] == mine)
-            or int(line.split()[2]) >= 200_000 or (line.split()[3].startswith("Z") and line.split()[1] in (mine, "1"))]
+_sandbox_processes = sandbox_leftovers
 
 
 def _run_all(programs: dict, workers: int = 4, judge: str = "proxy") -> dict:
