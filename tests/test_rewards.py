@@ -266,6 +266,7 @@ def test_each_adversarial_shape_scores_in_under_a_second(shape):
         "backslashes": "\\" * n + "\\boxed{1}",
     }[shape]
     gold_tool = json.dumps([{"Action": "x", "Action_Input": "{}"}])
+    assert rewards.score("math", "\\boxed{1}", "1") == 1.0  # the math worker started (its start-up is not the scorer's)
     for kind, gold in [("math", "1"), ("mcq", "A"), ("tooluse", gold_tool)]:
         for grader in rewards.GRADERS:
             t0 = time.perf_counter()
