@@ -270,8 +270,10 @@ def test_hostile_programs_score_zero_beside_correct_ones(backend, monkeypatch, t
 
 
 def test_scratch_space_is_capped_in_inodes():
-    if sandbox.backend() != "bwrap" or not sandbox._INODE_CAP:
-        pytest.skip("inode caps need bubblewrap as root (a private mount namespace)")
+    if os.geteuid() != 0:
+        pytest.skip("inode caps need root: the tmpfs is mounted in a private mount namespace (README: The code judge)")
+    # as root, with bubblewrap installed by `make install`, the cap must be on
+    assert sandbox.backend() == "bwrap" and sandbox._INODE_CAP
     flood = ("import os\ni = 0\nwhile True:\n    try:\n        open(f'/tmp/work/f{i}', 'w').close()\n"
              "    except OSError:\n        break\n    i += 1\n"
              "def count():\n    return i\n")

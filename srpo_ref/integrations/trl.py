@@ -52,6 +52,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from srpo_ref import losses
+from srpo_ref.update import accumulate_metrics
 from srpo_ref.teacher import TEACHER_TEMPLATE, strip_think, teacher_input_ids, truncate_to_tokens
 
 with warnings.catch_warnings():  # TRL warns on every import from trl.experimental
@@ -567,7 +568,7 @@ class SRPOTrainer(SDPOTrainer):
             **teacher,
         )
         metrics["raw_weight_sum"] = raw[0].item()
-        _accumulate(state.metrics, metrics)
+        accumulate_metrics(state.metrics, metrics)
         if state.micro_batches_left == 0:
             self._srpo_log_update(state, "train" if training else "eval")
         # gradients are averaged over ranks (DDP / DeepSpeed / FSDP): scaled here to the global sum.
@@ -599,11 +600,3 @@ class SRPOTrainer(SDPOTrainer):
         self._log_self_distillation_metric(mode, log["srpo/loss_distill"])
 
 
-def _accumulate(into: dict, metrics: dict) -> None:
-    for k, v in metrics.items():
-        if k == "weight_min":
-            into[k] = min(into.get(k, math.inf), v)
-        elif k == "weight_max":
-            into[k] = max(into.get(k, -math.inf), v)
-        else:
-            into[k] = into.get(k, 0.0) + v
