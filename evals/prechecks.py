@@ -37,7 +37,7 @@ def has_answer_tag(text: str) -> bool:
     """Format compliance: a closed ``<answer>`` tag, as the MCQ reward extracts it."""
     return rewards.extract_mcq_answer(text) is not None
 
-CHANCE = {"mcq": 0.25}
+CHANCE = {"mcq": 0.25}  # none for whole-number answers
 
 
 def _pct(iv) -> dict:

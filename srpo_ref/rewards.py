@@ -73,6 +73,18 @@ def mcq_reward_upstream(response: str, gold: str) -> float:
     return float(extract_mcq_answer_upstream(response) == gold)
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]{1,40}")  # ASCII digits only: int() also reads other scripts
+
+
+def integer_reward(response: str, gold: str) -> float:
+    """A closed ``<answer>`` tag holding one whole number (sign and digits only, surrounding
+    space allowed) equal to the gold: the reasoning-gym tasks of the small profile."""
+    answer = extract_mcq_answer(response)
+    if answer is None or not _INTEGER.fullmatch(answer):
+        return 0.0
+    return float(int(answer) == int(gold))
+
+
 # ----------------------------------------------------------------------------- Tool use
 
 # Action at a line start; only horizontal space before it ("^\s*" scans every following blank
@@ -406,6 +418,7 @@ REWARDS = {
     "tooluse": {"upstream": tooluse_reward_upstream, "strict": tooluse_reward},
     "math": {"upstream": math_reward, "strict": math_reward},
     "code": {"upstream": code_reward, "strict": code_reward},
+    "integer": {"upstream": integer_reward, "strict": integer_reward},  # no upstream scorer: one rule
 }
 
 

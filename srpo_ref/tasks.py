@@ -312,6 +312,49 @@ def _tiny_tool(split: str, data_dir=None) -> list[Example]:
     return [_tiny_tool_example(t, k, c, split) for t, k, c in chosen]
 
 
+# ----------------------------------------------------------------------------- reasoning-gym
+
+# Procedural tasks from reasoning-gym (PyPI ``reasoning-gym``), for models small enough to train
+# on a CPU (the small profile). Each name is one dataset and difficulty, listed in the order the
+# small profile's pre-checks try them (README, "The small profile"). Rows are generated from a
+# seed, distinct questions only; the test split is held out of training by question text. The
+# answer is a whole number in the MCQ answer format, graded by ``rewards.integer_reward`` (exact
+# integer equality; reasoning-gym's own scorer gives 0.5 to any wrong number for some tasks, a
+# free reward a policy would find).
+GYM_SYSTEM = "Answer with a whole number. Respond as <reasoning>...</reasoning> <answer>number</answer>."
+_PLUS_MINUS = dict(operators=("+", "-"), allow_parentheses=False, allow_negation=False)
+GYM_TASKS = {
+    "gym_add1": ("basic_arithmetic", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1, **_PLUS_MINUS)),
+    "gym_add2": ("basic_arithmetic", dict(min_terms=2, max_terms=2, min_digits=2, max_digits=2, **_PLUS_MINUS)),
+    "gym_chain3": ("chain_sum", dict(min_terms=3, max_terms=3, min_digits=1, max_digits=1)),
+    "gym_legs": ("leg_counting", dict(min_animals=1, max_animals=2, min_instances=1, max_instances=3)),
+}
+GYM_GENERATED = 4000  # rows drawn before de-duplication
+GYM_TEST = 200  # held-out questions (at most a fifth of the distinct ones)
+
+
+def _gym(name: str):
+    dataset, params = GYM_TASKS[name]
+
+    def load(split: str, data_dir=None) -> list[Example]:
+        try:
+            import reasoning_gym
+        except ImportError:
+            raise DataNotFound(f"benchmark {name!r} needs reasoning-gym: pip install 'srpo-repro[gym]'") from None
+        rows, seen = [], set()
+        for row in reasoning_gym.create_dataset(dataset, size=GYM_GENERATED, seed=TINY_SEED, **params):
+            if row["question"] not in seen:
+                seen.add(row["question"])
+                rows.append(row)
+        random.Random(TINY_SEED).shuffle(rows)
+        n_test = min(GYM_TEST, len(rows) // 5)
+        chosen = rows[:n_test] if split == "test" else rows[n_test:]
+        return [Example(f"{name}-{split}-{i}", [{"role": "system", "content": GYM_SYSTEM}, {"role": "user", "content": r["question"].strip()}],
+                        str(int(r["answer"])), "integer", {"dataset": dataset}) for i, r in enumerate(chosen)]
+
+    return load
+
+
 # ----------------------------------------------------------------------------- registry
 
 TASKS: dict[str, Callable[..., list[Example]]] = {
@@ -324,6 +367,7 @@ TASKS: dict[str, Callable[..., list[Example]]] = {
     "mbpp": _mbpp,
     "tiny_mcq": _tiny_mcq,
     "tiny_tool": _tiny_tool,
+    **{name: _gym(name) for name in GYM_TASKS},
 }
 PAPER_BENCHMARKS = ("chemistry", "physics", "biology", "materials", "tooluse")
 MATHCODE_BENCHMARKS = ("math500", "aime24", "aime25", "humaneval", "mbpp")

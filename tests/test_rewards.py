@@ -276,3 +276,25 @@ def test_each_adversarial_shape_scores_in_under_a_second(shape):
     rewards.extract_code(text)  # the code scorer's only parsing (the rest is the sandbox's time limit)
     assert time.perf_counter() - t0 < 1.0, (shape, "code")
     assert rewards.score("math", "x" * (rewards.MAX_RESPONSE_CHARS + 1) + "\\boxed{1}", "1") == 0.0
+
+
+def test_integer_reward_wants_one_whole_number_in_a_closed_tag():
+    ok = "<reasoning>\n3 + 4 = 7\n</reasoning>\n<answer>\n7\n</answer>"
+    assert score("integer", ok, "7") == 1.0
+    assert score("integer", "<answer> +7 </answer>", "7") == 1.0
+    assert score("integer", "<answer>-12</answer>", "-12") == 1.0
+    assert score("integer", "<answer>007</answer>", "7") == 1.0  # the same integer
+    hostile = [
+        "7",  # no tag
+        "<answer>7",  # unclosed
+        "<answer>7.0</answer>", "<answer>7 8</answer>", "<answer>7, 7</answer>", "<answer>x=7</answer>",
+        "<answer>7</answer><answer>8</answer>",  # the last answer counts
+        "<answer>" + "7" * 100 + "</answer>",  # no giant ints
+        "<answer>٧</answer>",  # a non-ASCII digit: \d matches it, the rule does not
+        "<answer>1e1</answer>", "<answer>0x7</answer>", "<answer>--7</answer>", "<answer>7\n</answer>extra <answer>",
+        "<answer></answer>", "",
+    ]
+    for r in hostile:
+        assert score("integer", r, "7") == 0.0, r
+    assert score("integer", "<answer>8</answer>" * 10_000, "8") == 1.0  # long (190k characters) but linear
+    assert score("integer", "<answer>7</answer>", "not a number") == 0.0  # bad gold: 0, never a crash
