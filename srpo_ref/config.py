@@ -127,7 +127,11 @@ class RunConfig:
     sharding: str = "none"
     hsdp_shard_size: int | None = None  # hsdp: ranks per shard group (None: $LOCAL_WORLD_SIZE, one node)
     threads: int | None = None  # torch CPU threads (None: torch's default)
-    tensorboard: bool = False
+    # where the records go besides steps.jsonl / val.jsonl (always written): any of jsonl,
+    # tensorboard, wandb (offline without WANDB_API_KEY), trackio (local); srpo_ref/loggers.py
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
+    project: str = "srpo-repro"  # the wandb / trackio project
+    tensorboard: bool = False  # deprecated: run.loggers=[jsonl,tensorboard]
     progress: bool = True
 
 
@@ -150,7 +154,14 @@ class TrainConfig:
 
 
 def _coerce(value, annotation, where: str):
-    """Check ``value`` against a field annotation (str | int | float | bool | None unions)."""
+    """Check ``value`` against a field annotation (str | int | float | bool | None unions, or a
+    list of one of them: a single value or a comma-separated string is a list of one or more)."""
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(items)]
     hints = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
     if value is None:
         if type(None) in hints:
@@ -318,6 +329,11 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> None:
     for key, choices in _CHOICES:
         if _get(cfg, key) not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {_get(cfg, key)!r}")
+    from srpo_ref.loggers import LOGGERS
+
+    unknown = [n for n in cfg.run.loggers if n not in LOGGERS]
+    if unknown:
+        raise ConfigError(f"run.loggers: unknown logger(s) {unknown}; choose from {list(LOGGERS)}")
     m, r, o = cfg.method, cfg.rollout, cfg.optim
     if m.name not in METHODS:
         raise ConfigError(f"method.name: unknown method {m.name!r}; choose one of {list(METHODS)}")

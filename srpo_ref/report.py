@@ -45,16 +45,11 @@ def budget_text(budgets: list[dict], unit: str) -> str:
 
 # ----------------------------------------------------------------------------- verdicts
 
-# two-sided 95% Student t quantiles, by degrees of freedom
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000}
-
-
 def _t975(df: int) -> float:
-    if df in _T975:
-        return _T975[df]
-    larger = [k for k in _T975 if k > df]
-    return _T975[min(larger)] if larger else 1.960
+    """The exact two-sided 95% Student t quantile for ``df`` degrees of freedom (scipy)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
 
 
 def interval(values) -> tuple[float, float, float, int]:

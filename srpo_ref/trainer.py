@@ -66,6 +66,7 @@ import torch.distributed as dist
 from srpo_ref import checkpoint, distributed, loading, losses, sandbox, tasks
 from srpo_ref.config import ConfigError, TrainConfig, load_config
 from srpo_ref.flops import FlopModel
+from srpo_ref.loggers import RunLoggers
 from srpo_ref.forward import Batch, make_batch, response_logits, teacher_statistics  # noqa: F401 (public here too)
 from srpo_ref.rollout import HFEngine, SamplingConfig, VLLMEngine
 from srpo_ref.teacher import chat_prompt_ids, teacher_input_ids
@@ -556,23 +557,16 @@ def train(cfg: TrainConfig) -> Path:
         raise ConfigError(f"prompts_per_step and mini_batch_prompts must be multiples of the world size {world()}")
     trainer = Trainer(cfg)
     out = trainer.out
-    steps_path, val_path = out / "steps.jsonl", out / "val.jsonl"
     kept_val = _resume(trainer)
-    writer = None
-    if cfg.run.tensorboard and rank() == 0:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(out / "tensorboard")
+    names = cfg.run.loggers + (["tensorboard"] if cfg.run.tensorboard else [])  # run.tensorboard: the old spelling
+    loggers = RunLoggers(names, out, cfg.run.project, f"{cfg.method.name}-{cfg.data.benchmark}-seed{cfg.run.seed}",
+                         cfg.to_dict(), enabled=rank() == 0)
 
     def log_val():
         t0 = time.perf_counter()
         v = trainer.validate()
         v["seconds"] = round(time.perf_counter() - t0, 3)
-        if rank() == 0:
-            with val_path.open("a") as f:
-                f.write(json.dumps(v) + "\n")
-            if writer:
-                writer.add_scalar("val/avg_at_k", v["avg_at_k"], v["step"])
+        loggers.record("val", v)
         return v
 
     # step-0 validation once, even when a run killed before its first checkpoint is restarted
@@ -599,12 +593,7 @@ def train(cfg: TrainConfig) -> Path:
         before = trainer.consumed(cfg.run.budget_unit)
         rec = trainer.train_step()
         last_cost[0] = trainer.consumed(cfg.run.budget_unit) - before
-        if rank() == 0:
-            with steps_path.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-            if writer:
-                for k in ("reward_mean", "accuracy", "frac_sdpo", "loss", "grad_norm"):
-                    writer.add_scalar(f"train/{k}", rec[k], rec["step"])
+        loggers.record("train", rec)
         bar.update(1)
         bar.set_postfix(reward=f"{rec['reward_mean']:.3f}", sdpo=f"{rec['frac_sdpo']:.2f}", s_per_step=f"{rec['seconds']['step']:.2f}", refresh=False)
         last = trainer.step >= cfg.run.max_steps or budget_spent()
@@ -618,8 +607,7 @@ def train(cfg: TrainConfig) -> Path:
     if rank() == 0:
         (out / "DONE").write_text(json.dumps({"steps": trainer.step, "train_seconds": trainer.train_seconds,
                                               "train_flops": trainer.train_flops, "train_tokens": trainer.train_tokens}))
-    if writer:
-        writer.close()
+    loggers.close()
     distributed.barrier()  # the last collective of the trainer's: vLLM's shutdown takes the process group with it
     getattr(trainer.engine, "shutdown", lambda: None)()
     return out

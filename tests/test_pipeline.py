@@ -1,10 +1,12 @@
 """The Snakemake pipeline: a reduced tiny profile end to end, dry runs of the larger profiles,
 the linter, and reruns that touch only what depends on a deleted output."""
 
+import json
 import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -65,6 +67,40 @@ def test_reduced_profile_end_to_end(ci_run):
     # every rule logs and benchmarks
     assert list((REPO / "work" / "ci" / "benchmarks" / "train").rglob("*.tsv"))
     assert list((REPO / "work" / "ci" / "logs" / "evals").rglob("*.log"))
+
+
+def test_snakemake_report_captions_every_table_and_figure(ci_run, tmp_path):
+    """`snakemake --report report.zip` on the finished run: every figure, table and pre-check is in
+    the zip, in its category, with its caption."""
+    res = smk("--report", str(tmp_path / "report.zip"), "--configfile", "config/ci.yaml", timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    with zipfile.ZipFile(tmp_path / "report.zip") as z:
+        names = z.namelist()
+        html = z.read("report/report.html").decode()
+    # the report's data: results (file -> name, caption, data path) and categories
+    results, categories = (json.loads(re.search(rf"var {var} = (\{{.*\}});?$", html, re.MULTILINE).group(1))
+                           for var in ("results", "categories"))
+    expected = {
+        **{f"results/ci/figures/{p.name}": None for p in (ci_run / "figures").glob("*.png")},
+        **{f"results/ci/tables/{p.name}": None for p in (ci_run / "tables").iterdir()},
+        "results/ci/report.md": "Paper claims",
+        "results/ci/tables/table1.md": "Table 1", "results/ci/tables/table2.csv": "Table 2",
+        "results/ci/tables/graders.md": "Graders", "results/ci/tables/cost.md": "Cost",
+        "results/ci/figures/routing_and_entropy.png": "Routing and entropy",
+        "results/ci/figures/accuracy_vs_cost_tiny.png": "Paper claims",
+        "work/ci/prechecks/tiny/tiny_mcq.json": "Pre-checks",
+    }
+    assert len(expected) >= 5 + 11 + 2, expected  # five figures, eleven tables, report.md, a pre-check
+    assert set(expected) <= set(results), sorted(set(expected) - set(results))
+    placed = {f: cat for cat, subs in categories.items() for files in subs.values() for f in files}
+    for f, category in expected.items():
+        rec = results[f]
+        assert len(re.sub("<[^>]+>", "", rec["caption"]).split()) >= 8, (f, rec["caption"])  # a caption, not a stub
+        assert f"report/{rec['data_uri']}" in names, (f, rec["data_uri"])
+        assert placed[f] == (category or placed[f]), (f, placed[f])
+    assert set(categories) == {"Paper claims", "Table 1", "Table 2", "Cost", "Routing and entropy", "Graders", "Pre-checks"}
+    assert "routed to self-distillation" in " ".join(results["results/ci/figures/routing_and_entropy.png"]["caption"].split())
+    assert "tiny_mcq" in results["work/ci/prechecks/tiny/tiny_mcq.json"]["caption"]
 
 
 def test_deleting_one_evaluation_reruns_only_its_dependents(ci_run):

@@ -11,10 +11,29 @@ from srpo_ref import report
 def test_interval_matches_hand_computed_t_interval():
     mu, lo, hi, n = report.interval([1.0, 2.0, 3.0, 4.0])
     sd = math.sqrt(sum((v - 2.5) ** 2 for v in [1, 2, 3, 4]) / 3)
-    half = 3.182 * sd / 2
+    half = 3.182446 * sd / 2  # t_0.975 with 3 degrees of freedom
     assert (mu, n) == (2.5, 4)
     assert lo == pytest.approx(2.5 - half) and hi == pytest.approx(2.5 + half)
     assert report.interval([0.3]) == (0.3, -math.inf, math.inf, 1)
+
+
+# printed two-sided 95% Student t quantiles (three decimals), including the degrees of freedom a
+# step table skipped: 11, 13 and 14 (the old table answered them with df 12's and df 15's value)
+T975_PRINTED = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 7: 2.365, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160,
+                14: 2.145, 15: 2.131, 25: 2.060, 40: 2.021, 120: 1.980}
+
+
+@pytest.mark.parametrize("df, q", sorted(T975_PRINTED.items()))
+def test_t_quantile_is_exact(df, q):
+    assert round(report._t975(df), 3) == q
+
+
+def test_interval_uses_the_exact_quantile_between_table_rows():
+    vals = [0.1 * i for i in range(12)]  # df = 11
+    mu, lo, hi, n = report.interval(vals)
+    sd = math.sqrt(sum((v - mu) ** 2 for v in vals) / 11)
+    assert n == 12 and (hi - lo) / 2 == pytest.approx(2.200985 * sd / math.sqrt(12), rel=1e-6)
+    assert (hi - lo) / 2 > 2.179 * sd / math.sqrt(12)  # wider than the old table's (df 12) interval
 
 
 @pytest.mark.parametrize(

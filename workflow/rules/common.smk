@@ -138,3 +138,26 @@ def format_warmup_command(name):
     return (f"_converted && OMP_NUM_THREADS=2 python -m srpo_ref.format_warmup --model {out}_converted --out {out} "
             f"--benchmark {fw['benchmark']} --examples {fw.get('examples', 64)} --epochs {fw.get('epochs', 2)} "
             f"--lr {fw.get('lr', 1e-4)} --data-dir {DATA_DIR}")
+
+
+# the report's category of each figure (by file name, without the model suffix)
+FIGURE_CATEGORIES = {
+    "accuracy_vs_cost": "Paper claims",
+    "cost_phases": "Cost",
+    "seconds_per_step": "Cost",
+    "routing_and_entropy": "Routing and entropy",
+    "response_length": "Routing and entropy",
+}
+
+
+def figure_category(wc):
+    for prefix, category in FIGURE_CATEGORIES.items():
+        if wc.name.startswith(prefix):
+            return category
+    return "Figures"
+
+
+def table(path, caption, category, subcategory=None):
+    """A table output marked for the report."""
+    return report(path, caption=f"../report/{caption}.rst", category=category, subcategory=subcategory,
+                  labels={"name": Path(path).name})

@@ -60,7 +60,8 @@ rule prechecks:
         model=lambda wc: model_input(wc.model),
         data=f"{WORK}/data/{{benchmark}}.json",
     output:
-        f"{WORK}/prechecks/{{model}}/{{benchmark}}.json",
+        report(f"{WORK}/prechecks/{{model}}/{{benchmark}}.json", caption="../report/prechecks.rst", category="Pre-checks",
+               labels={"model": "{model}", "benchmark": "{benchmark}"}),
     log:
         f"{WORK}/logs/prechecks/{{model}}/{{benchmark}}.log",
     benchmark:

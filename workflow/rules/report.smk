@@ -1,4 +1,6 @@
 # Cost accounting, tables, figures and the report, all from the runs' and evaluations' records.
+# Every table and figure is marked with report(...) (caption in workflow/report/, a category):
+# `snakemake --report report.zip` gathers them into one self-contained report.
 
 
 rule step_cost:
@@ -14,7 +16,7 @@ rule step_cost:
         f"{WORK}/logs/report/step_cost.log",
     benchmark:
         f"{WORK}/benchmarks/report/step_cost.tsv"
-    threads: workflow.cores
+    threads: lambda wc: workflow.cores  # evaluated per job: `snakemake --report` needs no --cores
     params:
         args=step_cost_args,
     shell:
@@ -28,8 +30,8 @@ rule cost:
         runs=run_done_files(),
         paired=[f"{WORK}/step_cost.json"] if STEP_COST.get("enabled", True) else [],
     output:
-        csv=f"{RESULTS}/tables/cost.csv",
-        md=f"{RESULTS}/tables/cost.md",
+        csv=table(f"{RESULTS}/tables/cost.csv", "cost", "Cost"),
+        md=table(f"{RESULTS}/tables/cost.md", "cost", "Cost"),
     log:
         f"{WORK}/logs/report/cost.log",
     benchmark:
@@ -49,15 +51,15 @@ rule tables:
         evals=eval_files(),
         graders=expand(f"{WORK}/graders/{{b}}.json", b=config.get("graders", {}).get("benchmarks", [])),
     output:
-        table1=f"{RESULTS}/tables/table1.md",
-        table1_csv=f"{RESULTS}/tables/table1.csv",
-        table2=f"{RESULTS}/tables/table2.md",
-        table2_csv=f"{RESULTS}/tables/table2.csv",
-        shape=f"{RESULTS}/tables/shape_vs_paper.md",
-        evals=f"{RESULTS}/tables/final_eval.md",
-        evals_csv=f"{RESULTS}/tables/final_eval.csv",
-        mathcode=f"{RESULTS}/tables/mathcode.md",
-        graders=f"{RESULTS}/tables/graders.md",
+        table1=table(f"{RESULTS}/tables/table1.md", "table1", "Table 1", "Best validation accuracy per budget"),
+        table1_csv=table(f"{RESULTS}/tables/table1.csv", "table1", "Table 1", "Best validation accuracy per budget"),
+        table2=table(f"{RESULTS}/tables/table2.md", "table2", "Table 2"),
+        table2_csv=table(f"{RESULTS}/tables/table2.csv", "table2", "Table 2"),
+        shape=table(f"{RESULTS}/tables/shape_vs_paper.md", "shape_vs_paper", "Paper claims"),
+        evals=table(f"{RESULTS}/tables/final_eval.md", "final_eval", "Table 1", "Final checkpoints"),
+        evals_csv=table(f"{RESULTS}/tables/final_eval.csv", "final_eval", "Table 1", "Final checkpoints"),
+        mathcode=table(f"{RESULTS}/tables/mathcode.md", "mathcode", "Table 1", "Math and code"),
+        graders=table(f"{RESULTS}/tables/graders.md", "graders", "Graders"),
     log:
         f"{WORK}/logs/report/tables.log",
     benchmark:
@@ -77,7 +79,8 @@ rule figures:
         runs=run_done_files(),
         cost=f"{RESULTS}/tables/cost.csv",
     output:
-        directory(f"{RESULTS}/figures"),
+        report(directory(f"{RESULTS}/figures"), patterns=["{name}.png"], caption="../report/figures.rst",
+               category=figure_category, labels=lambda wc: {"name": wc.name}),
     log:
         f"{WORK}/logs/report/figures.log",
     benchmark:
@@ -97,7 +100,8 @@ rule report:
         figures=f"{RESULTS}/figures",
         prechecks=precheck_files(),
     output:
-        f"{RESULTS}/report.md",
+        report(f"{RESULTS}/report.md", caption="../report/report_md.rst", category="Paper claims",
+               labels={"name": "report.md"}),
     log:
         f"{WORK}/logs/report/report.log",
     benchmark:
