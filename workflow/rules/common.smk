@@ -103,14 +103,15 @@ def eval_args(wc=None):
 
 
 PRECHECKS = config.get("prechecks")
-MCQ_BENCHMARKS = ("chemistry", "physics", "biology", "materials", "tiny_mcq")
+# Pre-checks measure format compliance by the <answer> tag: the MCQ and whole-number (gym_*) tasks.
+PRECHECK_BENCHMARKS = ("chemistry", "physics", "biology", "materials", "tiny_mcq", "gym_add1", "gym_add2", "gym_chain3", "gym_legs")
 
 
 def precheck_files():
-    """Pre-checks of every base model on its multiple-choice training benchmarks (when configured)."""
+    """Pre-checks of every base model on its training benchmarks that have an answer tag (when configured)."""
     if PRECHECKS is None:
         return []
-    return [f"{WORK}/prechecks/{m}/{b}.json" for m in config["models"] for b in TRAIN["benchmarks"] if b in MCQ_BENCHMARKS]
+    return [f"{WORK}/prechecks/{m}/{b}.json" for m in config["models"] for b in TRAIN["benchmarks"] if b in PRECHECK_BENCHMARKS]
 
 
 STEP_COST = config.get("step_cost", {})
@@ -137,7 +138,7 @@ def format_warmup_command(name):
     out = f"{WORK}/models/{name}"
     return (f"_converted && OMP_NUM_THREADS=2 python -m srpo_ref.format_warmup --model {out}_converted --out {out} "
             f"--benchmark {fw['benchmark']} --examples {fw.get('examples', 64)} --epochs {fw.get('epochs', 2)} "
-            f"--lr {fw.get('lr', 1e-4)} --data-dir {DATA_DIR}")
+            f"--lr {fw.get('lr', 1e-4)} --answers {fw.get('answers', 'random')} --data-dir {DATA_DIR}")
 
 
 # the report's category of each figure (by file name, without the model suffix)
