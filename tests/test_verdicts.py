@@ -100,6 +100,22 @@ def test_claims_use_paired_intervals():
     assert out["m: SRPO beats GRPO on the average at 10h (paper 8B: +3.4)"]["verdict"] == "reproduced"
     assert out["m: SDPO rises faster than GRPO early (1h)"]["verdict"] == "contradicted"
     assert "95% CI" in out["m: SRPO beats SDPO on the average at 10h (paper 8B: +6.3)"]["evidence"]
+    assert out["m: SRPO improves on the base at 10h (the paper: every method does)"]["verdict"] == "reproduced"
+
+
+def test_improvement_over_the_base_is_the_last_validation_not_the_best():
+    """A run that rises and falls back to its start has not improved, though its best is above it;
+    validations past the budget do not count."""
+    rows = []
+    for seed, path in enumerate([(0.3, 0.6, 0.3, 0.9), (0.4, 0.7, 0.4, 0.9), (0.2, 0.5, 0.25, 0.9)]):
+        for step, acc in enumerate(path):
+            rows.append({"model": "m", "benchmark": "b", "method": "grpo", "seed": seed, "step": step, "avg_at_k": acc,
+                         "cum_flops": step * 1e9, "wall_seconds": step, "cum_tokens": step})
+    val = pd.DataFrame(rows)
+    gain = report.per_seed_gain_over_base(val, "m", "grpo", ["b"], 2e9, "flops")
+    assert gain == pytest.approx({0: 0.0, 1: 0.0, 2: 0.05})
+    assert report.per_seed_gain_over_base(val, "m", "grpo", ["b"], 3e9, "flops") == pytest.approx({0: 0.6, 1: 0.5, 2: 0.7})
+    assert report.per_seed_gain_over_base(val[val["step"] > 0], "m", "grpo", ["b"], 3e9, "flops") == {}  # no step 0: no base
 
 
 # ----------------------------------------------------------------------------- cost claims
