@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export SRPO_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install sandbox run test lint clean
+.PHONY: install sandbox run report test lint clean
 
 install: sandbox $(VENV)/.installed
 
@@ -42,6 +42,10 @@ endif
 # Jobs call `python` from PATH: the environment snakemake runs in.
 run: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --cores $(CORES) --configfile config/$(PROFILE).yaml
+
+# Snakemake's self-contained report of the profile's finished run (every figure and table captioned).
+report: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --report report_$(PROFILE).zip --configfile config/$(PROFILE).yaml
 
 test: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" pytest
