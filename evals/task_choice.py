@@ -47,8 +47,8 @@ def _pct(x) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| candidate | warm-up examples (own answers right) | format | base avg@k [95% CI] | student acc. | "
-           "teacher − student [95% CI] (questions) | truncated | gate |", "|---|---|---|---|---|---|---|---|"]
+    out = ["| candidate | warm-up answers: examples (own answers right) | response budget | format | base avg@k [95% CI] | "
+           "student acc. | teacher − student [95% CI] (questions) | truncated | gate |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pre, g, w = r["precheck"], r["gate"], r["warmup"]
         b = pre["base"]["avg_at_k"]
@@ -56,7 +56,9 @@ def table(rows: list[dict]) -> str:
         gain = t.get("teacher_minus_student")
         gain_s = f"{_pct(gain['mean'])} [{_pct(gain['low'])}, {_pct(gain['high'])}] ({t['questions']})" if gain and t["questions"] > 1 else f"n/a ({t['questions']})"
         failed = [k for k, v in g.items() if k != "passes" and not v]
-        out.append(f"| {r['candidate']} | {w['examples']} ({w.get('own_answers_right')}) | {_pct(pre['student']['format_compliance'])}% | "
+        right = f" ({w['own_answers_right']:.0f} right)" if w.get("own_answers_right") is not None else ""
+        out.append(f"| {r['candidate']} | {w.get('answers', 'random')}: {w['examples']}{right} | {pre['rollout']['max_new_tokens']} | "
+                   f"{_pct(pre['student']['format_compliance'])}% | "
                    f"{_pct(b['mean'])} [{_pct(b['low'])}, {_pct(b['high'])}] | {_pct(pre['student']['accuracy'])} | {gain_s} | "
                    f"{_pct(pre['student']['truncated'])}% | {'passes' if g['passes'] else 'fails: ' + ', '.join(failed)} |")
     return "\n".join(out)

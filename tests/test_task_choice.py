@@ -31,7 +31,7 @@ def test_gym_splits_are_deterministic_disjoint_and_gradable(name):
 
 
 def _precheck(base=0.4, low=0.3, fmt=0.95, gain=0.2, gain_low=0.05, questions=20):
-    return {"base": {"avg_at_k": {"mean": base, "low": low, "high": base + 0.1, "n": 48}},
+    return {"rollout": {"max_new_tokens": 96}, "base": {"avg_at_k": {"mean": base, "low": low, "high": base + 0.1, "n": 48}},
             "student": {"format_compliance": fmt, "accuracy": base, "truncated": 0.0},
             "teacher": {"questions": questions, "teacher_minus_student": {"mean": gain, "low": gain_low, "high": gain + 0.1, "n": questions}}}
 
@@ -51,8 +51,9 @@ def test_gate_needs_every_criterion():
     no_teacher = _precheck()
     no_teacher["teacher"] = {"questions": 0}
     assert not gate(no_teacher)["passes"]
-    row = {"candidate": "gym_x", "warmup": {"examples": 40, "own_answers_right": 12}, "precheck": no_teacher, "gate": gate(no_teacher)}
+    row = {"candidate": "gym_x", "warmup": {"answers": "own", "examples": 40, "own_answers_right": 12}, "precheck": no_teacher, "gate": gate(no_teacher)}
     assert "fails: teacher_gain" in table([row]) and "n/a (0)" in table([row])
+    assert "| own: 40 (12 right) | 96 |" in table([row])
 
 
 def test_format_only_answers_are_never_the_gold():
