@@ -59,8 +59,8 @@ _LAST_INTEGER = re.compile(r"[+-]?\d+(?!.*\d)", re.DOTALL)
 def own_answer_responses(model, tok, examples: list, max_new_tokens: int = 96, batch_size: int = 16) -> list:
     """(example, formatted response) for the examples where the model's own greedy, unformatted
     answer finishes within ``max_new_tokens`` and ends on a number."""
-    tok.padding_side = "left"
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    stops = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} - {None}
     pairs = []
     for i in range(0, len(examples), batch_size):
         batch = examples[i : i + batch_size]
@@ -71,7 +71,7 @@ def own_answer_responses(model, tok, examples: list, max_new_tokens: int = 96, b
         with torch.no_grad():
             out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         for ex, row in zip(batch, out[:, L:].tolist()):
-            if tok.eos_token_id not in row and tok.convert_tokens_to_ids("<|im_end|>") not in row:
+            if not stops & set(row):
                 continue  # ran past the budget: its last number may be a step, not its answer
             text = tok.decode(row, skip_special_tokens=True).strip()
             number = _LAST_INTEGER.search(text)
