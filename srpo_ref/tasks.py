@@ -448,6 +448,9 @@ def reference_responses(ex: Example) -> tuple[str, str]:
         calls = json.loads(ex.gold) if isinstance(ex.gold, str) else ex.gold
         bad = [dict(c, Action=c["Action"] + "Wrong") for c in calls]
         return rewards.format_tool_calls(calls), rewards.format_tool_calls(bad)
+    if ex.kind == "integer":
+        wrong = str(int(ex.gold) + 1)
+        return MCQ_RESPONSE.format(reasoning="Because.", letter=ex.gold), MCQ_RESPONSE.format(reasoning="Because.", letter=wrong)
     if ex.kind == "math":
         return f"The answer is $\\boxed{{{ex.gold}}}$.", "The answer is $\\boxed{98765431}$."
     if ex.kind == "code":

@@ -19,7 +19,7 @@ from tests.conftest import DATA_DIR
 pytestmark = pytest.mark.skipif(not DATA_DIR.exists(), reason=f"benchmark mirror not found at {DATA_DIR}")
 
 
-@pytest.mark.parametrize("name", [*tasks.PAPER_BENCHMARKS, *tasks.MATHCODE_BENCHMARKS])
+@pytest.mark.parametrize("name", [*tasks.PAPER_BENCHMARKS, *tasks.MATHCODE_BENCHMARKS, *tasks.GYM_TASKS])
 def test_every_test_row_grades_gold_one_and_wrong_zero(name):
     """Under both grader modes (upstream's known unscorable golds must score exactly 0)."""
     check = tasks.grader_self_check(name, DATA_DIR, threads=2)

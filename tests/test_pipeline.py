@@ -117,7 +117,7 @@ def test_deleting_one_evaluation_reruns_only_its_dependents(ci_run):
 
 
 @pytest.mark.parametrize("profile, expected", [
-    ("small", {"train": 6, "prechecks": 1, "smollm2_from_gguf": 1, "step_cost": None}),  # its paired benchmark is off
+    ("small", {"train": 9, "prechecks": 1, "smollm2_from_gguf": 1, "grader_check": 4, "step_cost": None}),  # its paired benchmark is off
     ("paper", {"train": 100, "step_cost": 1, "prechecks": None}),
 ])
 def test_dry_run_lists_full_dag(profile, expected):
