@@ -99,6 +99,7 @@ rule report:
         cost=rules.cost.output.md,
         figures=f"{RESULTS}/figures",
         prechecks=precheck_files(),
+        task_choice=config.get("report", {}).get("task_choice", []),
     output:
         report(f"{RESULTS}/report.md", caption="../report/report_md.rst", category="Paper claims",
                labels={"name": "report.md"}),

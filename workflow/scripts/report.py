@@ -68,6 +68,28 @@ def precheck_section() -> str:
     return "\n".join(lines) + "\n"
 
 
+def task_choice_section() -> str:
+    """The table of every candidate task tried (evals/task_choice.py) and the gate, when the profile names one."""
+    files = list(snakemake.input.task_choice)
+    if not files:
+        return ""
+    md = Path(files[0])
+    rows = json.loads(md.with_suffix(".json").read_text()) if md.with_suffix(".json").exists() else {}
+    g = rows.get("gate", {})
+    chosen = [r["candidate"] for r in rows.get("rows", []) if r.get("gate", {}).get("passes")]
+    rule = (f"base avg@k in [{100 * g['base_low']:.0f}%, {100 * g['base_high']:.0f}%] with its 95% interval above 0; "
+            f"format compliance at least {100 * g['format']:.0f}%; self-teacher minus student at least "
+            f"{100 * g['teacher_gain']:.0f} points with its 95% interval above 0") if g else "see evals/task_choice.py"
+    return (f"""## Task choice (before any training run)
+
+Every candidate tried (task, format warm-up, response budget), measured on training questions at the rollout settings
+after its own warm-up; the gate was fixed before the first was measured. Gate: {rule}. Trained on: {', '.join(chosen[:1]) or 'none (no candidate passed)'}.
+From `{md}`:
+
+{md.read_text().strip()}
+
+""")
+
 
 text = f"""# SRPO reproduction report: profile `{cfg['profile']}`
 
@@ -77,7 +99,7 @@ Methods: {', '.join(train['methods'])}; ablations: {', '.join(train.get('ablatio
 the labels are the paper's windows they stand for. Table 1, Table 2, the cost windows and the accuracy-against-cost figure
 use this unit; wall-clock seconds are recorded beside it.
 
-## Pre-checks (before any comparison)
+{task_choice_section()}## Pre-checks (before any comparison)
 
 On training questions: the base model's avg@k at the evaluation settings against chance, its responses at the rollout
 settings (share with an `<answer>` tag, truncated at the response budget, length in tokens), and the self-teacher (the
