@@ -62,8 +62,9 @@ def precheck_section() -> str:
         st, b, t = r["student"], r["base"], r["teacher"]
         tv = (f"{100 * t['teacher_accuracy']:.1f} vs {100 * t['student_accuracy']:.1f} ({t['questions']})" if t.get("questions") else "n/a (no correct sample)")
         td = iv(t["teacher_minus_student"]) if t.get("questions") else "n/a"
+        chance = "n/a" if b.get("chance") is None else f"{100 * b['chance']:.0f}"  # open-answer tasks have none
         lines.append(f"| {Path(f).parent.name} / {r['benchmark']} | {r['questions']} x {r['k']} | {iv(b['avg_at_k'])} | "
-                     f"{100 * b['chance']:.0f} | {100 * st['format_compliance']:.1f}% | {100 * st['truncated']:.1f}% | "
+                     f"{chance} | {100 * st['format_compliance']:.1f}% | {100 * st['truncated']:.1f}% | "
                      f"{st['length_p50']} / {st['length_p90']} | {tv} | {td} |")
     return "\n".join(lines) + "\n"
 
