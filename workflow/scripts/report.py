@@ -71,7 +71,8 @@ def precheck_section() -> str:
 
 def task_choice_section() -> str:
     """The table of every candidate task tried (evals/task_choice.py) and the gate, when the profile names one."""
-    files = list(snakemake.input.task_choice)
+    files = snakemake.input.task_choice  # one path is a str, none an empty list
+    files = [files] if isinstance(files, str) else list(files)
     if not files:
         return ""
     md = Path(files[0])
