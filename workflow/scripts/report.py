@@ -48,49 +48,9 @@ models = {m: json.loads(Path(f"{snakemake.params.work}/models/{m}/warmup.json").
 budget_line = report.budget_text(budgets, unit)
 
 
-def precheck_section() -> str:
-    """The pre-checks table (evals/prechecks.py), or a line saying none were configured."""
-    files = sorted(snakemake.input.prechecks)
-    if not files:
-        return "_No pre-checks configured for this profile._\n"
-    iv = lambda d: f"{100 * d['mean']:.1f} [{100 * d['low']:.1f}, {100 * d['high']:.1f}]"  # noqa: E731
-    lines = ["| model / benchmark | questions x k | base avg@k, % [95% CI] | chance | format compliance | truncated | "
-             "length p50 / p90 | teacher vs student accuracy, % (questions) | teacher - student, pts [95% CI] |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for f in files:
-        r = json.loads(Path(f).read_text())
-        st, b, t = r["student"], r["base"], r["teacher"]
-        tv = (f"{100 * t['teacher_accuracy']:.1f} vs {100 * t['student_accuracy']:.1f} ({t['questions']})" if t.get("questions") else "n/a (no correct sample)")
-        td = iv(t["teacher_minus_student"]) if t.get("questions") else "n/a"
-        chance = "n/a" if b.get("chance") is None else f"{100 * b['chance']:.0f}"  # open-answer tasks have none
-        lines.append(f"| {Path(f).parent.name} / {r['benchmark']} | {r['questions']} x {r['k']} | {iv(b['avg_at_k'])} | "
-                     f"{chance} | {100 * st['format_compliance']:.1f}% | {100 * st['truncated']:.1f}% | "
-                     f"{st['length_p50']} / {st['length_p90']} | {tv} | {td} |")
-    return "\n".join(lines) + "\n"
-
-
-def task_choice_section() -> str:
-    """The table of every candidate task tried (evals/task_choice.py) and the gate, when the profile names one."""
-    files = snakemake.input.task_choice  # one path is a str, none an empty list
-    files = [files] if isinstance(files, str) else list(files)
-    if not files:
-        return ""
-    md = Path(files[0])
-    rows = json.loads(md.with_suffix(".json").read_text()) if md.with_suffix(".json").exists() else {}
-    g = rows.get("gate", {})
-    chosen = [r["candidate"] for r in rows.get("rows", []) if r.get("gate", {}).get("passes")]
-    rule = (f"base avg@k in [{100 * g['base_low']:.0f}%, {100 * g['base_high']:.0f}%] with its 95% interval above 0; "
-            f"format compliance at least {100 * g['format']:.0f}%; self-teacher minus student at least "
-            f"{100 * g['teacher_gain']:.0f} points with its 95% interval above 0") if g else "see evals/task_choice.py"
-    return (f"""## Task choice (before any training run)
-
-Every candidate tried (task, format warm-up, response budget), measured on training questions at the rollout settings
-after its own warm-up; the gate was fixed before the first was measured. Gate: {rule}. Trained on: {', '.join(chosen[:1]) or 'none (no candidate passed)'}.
-From `{md}`:
-
-{md.read_text().strip()}
-
-""")
+def _paths(value) -> list[str]:
+    """A named Snakemake input as a list of paths (one path arrives as a str, none as an empty list)."""
+    return [value] if isinstance(value, str) else list(value)
 
 
 text = f"""# SRPO reproduction report: profile `{cfg['profile']}`
@@ -101,13 +61,13 @@ Methods: {', '.join(train['methods'])}; ablations: {', '.join(train.get('ablatio
 the labels are the paper's windows they stand for. Table 1, Table 2, the cost windows and the accuracy-against-cost figure
 use this unit; wall-clock seconds are recorded beside it.
 
-{task_choice_section()}## Pre-checks (before any comparison)
+{report.task_choice_markdown(_paths(snakemake.input.task_choice))}## Pre-checks (before any comparison)
 
 On training questions: the base model's avg@k at the evaluation settings against chance, its responses at the rollout
 settings (share with an `<answer>` tag, truncated at the response budget, length in tokens), and the self-teacher (the
 base model shown one of its own correct samples) against the student on the questions where it had one.
 
-{precheck_section()}
+{report.precheck_markdown(sorted(_paths(snakemake.input.prechecks)))}
 ## The paper's claims, checked on this profile's runs
 
 | claim | verdict | evidence |
