@@ -167,7 +167,7 @@ else
 import sys, torch
 from pathlib import Path
 from transformers import Qwen3Config, Qwen3ForCausalLM
-from srpo_ref.tiny import train_tokenizer
+from srpo_ref.models.tiny import train_tokenizer
 out, shape, dtype = sys.argv[1], sys.argv[2], sys.argv[3]
 tok = train_tokenizer()
 if shape == "0.6b":  # Qwen3-0.6B's shape (srpo_ref.memory_plan.KNOWN_SHAPES)
@@ -197,7 +197,7 @@ run_method() {  # run_method METHOD: the trainer under torchrun; writes $OUT/MET
     fi
     limit=(timeout --kill-after=15 "$left")
   fi
-  ${limit[@]+"${limit[@]}"} "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NGPU" -m srpo_ref.trainer \
+  ${limit[@]+"${limit[@]}"} "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NGPU" -m srpo_ref.run \
     --config srpo_ref/configs/tiny.yaml model.path="$OUT/model" model.dtype=$DTYPE data.benchmark="$BENCHMARK" \
     data.reward="$REWARD" method.name="$method" rollout.engine="$ENGINE" run.sharding=fsdp run.device="$DEVICE" \
     run.max_steps="$STEPS" run.save_every=0 run.seed=0 rollout.prompts_per_step="$PROMPTS" rollout.rollouts_per_prompt="$GROUP" \

@@ -30,11 +30,11 @@ profiler does not see; ``measure_peak`` recovers those whose address is reused, 
 then still counts one unseen free (a rank measures about 15% more than the others): rerun it.
 
 ``--model tiny-shape`` and ``--model smollm2-135m-shape`` build (once, under ``--cache``) a model
-with random weights and the tiny tokenizer: the tiny base's architecture (``srpo_ref.tiny``'s
+with random weights and the tiny tokenizer: the tiny base's architecture (``srpo_ref.models.tiny``'s
 builder, without its warm-up), or SmolLM2-135M's exact shape (Llama, hidden 576, 30 layers,
 9 query / 3 key-value heads, MLP 1536, vocabulary 49152, tied). Memory depends on shapes only
 (the rewards are fixed by the rollouts above), so they stand for the warmed-up tiny base and the
-real SmolLM2-135M-Instruct (``python -m srpo_ref.smollm2``).
+real SmolLM2-135M-Instruct (``python -m srpo_ref.models.smollm2``).
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ class FullLengthRollouts:
     def __init__(self, tokenizer, examples_by_prompt: dict, length: int):
         self.tok, self.examples, self.length = tokenizer, examples_by_prompt, length
 
+    seed_rank = 0  # one process: its own seed
+
     def sync_weights(self, model):
         pass
 
@@ -97,11 +99,11 @@ class FullLengthRollouts:
 
 def shape_model(name: str, out: Path) -> Path:
     """A random-weight model of a named shape with the tiny tokenizer, saved at ``out`` (once):
-    ``tiny-shape`` (the tiny base's architecture, ``srpo_ref.tiny.build_model``) or
+    ``tiny-shape`` (the tiny base's architecture, ``srpo_ref.models.tiny.build_model``) or
     ``smollm2-135m-shape``."""
     if (out / "config.json").exists():
         return out
-    from srpo_ref.tiny import build_model, train_tokenizer
+    from srpo_ref.models.tiny import build_model, train_tokenizer
 
     tok = train_tokenizer()
     if name == "tiny-shape":

@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from srpo_ref.config import load_config  # noqa: E402
-from srpo_ref.trainer import PHASES, Trainer, provenance  # noqa: E402
+from srpo_ref.record import PHASES, provenance  # noqa: E402
+from srpo_ref.trainer import Trainer  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "srpo_ref" / "configs" / "tiny.yaml"
 

@@ -26,9 +26,9 @@ import statistics
 import time
 from pathlib import Path
 
+from evals.report.stats import interval
 from evals.run import EvalSettings, context_length, load_tokenizer, make_engine, provenance
 from srpo_ref import rewards, tasks
-from srpo_ref.report import interval
 from srpo_ref.rollout import SamplingConfig
 from srpo_ref.teacher import chat_prompt_ids, teacher_input_ids
 
@@ -54,7 +54,8 @@ def run(model: str, benchmark: str, n: int, k: int, rollout: SamplingConfig, eva
     prompts = [chat_prompt_ids(tok, ex.messages) for ex in examples]
     # teacher prompts hold a demonstration (one response) and the template's words too
     longest = max(len(p) for p in prompts) + rollout.max_new_tokens + 64
-    settings = EvalSettings(backend=backend, seed=seed, max_new_tokens=max(rollout.max_new_tokens, evaluation.max_new_tokens))
+    settings = EvalSettings(backend=backend, seed=seed,
+                            max_new_tokens=max(rollout.max_new_tokens, evaluation.max_new_tokens))
     engine = make_engine(model, tok, settings, context_length(model, longest, settings))
 
     student = engine.generate(prompts, 2 * k, rollout)
@@ -92,7 +93,8 @@ def run(model: str, benchmark: str, n: int, k: int, rollout: SamplingConfig, eva
         s_acc = [statistics.fmean(scores[i][k:]) for i in rows]
         teacher.update({"teacher_accuracy": statistics.fmean(t_acc), "student_accuracy": statistics.fmean(s_acc),
                         "teacher_minus_student": _pct(interval([t - s for t, s in zip(t_acc, s_acc)])),
-                        "teacher_format_compliance": sum(has_answer_tag(s.text) for g in t_groups for s in g) / (len(rows) * k)})
+                        "teacher_format_compliance": sum(has_answer_tag(s.text) for g in t_groups for s in g)
+                        / (len(rows) * k)})
         teacher["teacher_better"] = teacher["teacher_minus_student"]["low"] > 0
     return {
         "benchmark": benchmark, "model": model, "questions": len(examples), "k": k, "grader": grader,

@@ -15,7 +15,7 @@ request) or HF ``generate``, score every sample with the shared reward code, and
 HumanEval+ and MBPP+ are graded by evalplus itself when its data is reachable
 (``HUMANEVAL_OVERRIDE_PATH`` / ``MBPP_OVERRIDE_PATH`` pointing at local copies, or online): its
 problems (MBPP+ is its own 378-task set), its expected outputs, tolerances, special oracles and
-per-input time limits, applied by our judge (``srpo_ref.judge``, ``judge="evalplus"``) to the
+per-input time limits, applied by our judge (``srpo_ref.rewards.code.judge``, ``judge="evalplus"``) to the
 program's answers from the sandbox; expected outputs from the canonical solutions, run in the
 sandbox once and cached.
 Otherwise the base HumanEval (164) and MBPP test split (500) with their own asserts;
@@ -40,7 +40,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from evals import metrics
-from srpo_ref import rewards, sandbox, tasks
+from srpo_ref import rewards, tasks
+from srpo_ref.rewards.code import sandbox
 from srpo_ref.rollout import HFEngine, SamplingConfig, VLLMEngine
 from srpo_ref.teacher import chat_prompt_ids
 
@@ -111,7 +112,7 @@ def evalplus_examples(name: str) -> list[tasks.Example] | None:
     outputs from evalplus's own ground truth), or None when evalplus's data cannot be reached
     (offline without an override path)."""
     var = EVALPLUS_VARS[name]
-    if not os.environ.get(var) and tasks._offline():
+    if not os.environ.get(var) and tasks.offline():
         return None
     try:
         import evalplus.data.humaneval as he
@@ -150,7 +151,7 @@ def evalplus_expected(problems: dict, hashcode: str, not_none) -> dict:
     never in this process; cached under ``$XDG_CACHE_HOME/srpo/evalplus/<hash>.json``."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from srpo_ref import wire
+    from srpo_ref.rewards.code.jail import wire
 
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "srpo" / "evalplus" / f"{hashcode}.json"
     if cache.exists():
@@ -209,7 +210,7 @@ def weight_hash(model_path: str) -> str | None:
 def load_tokenizer(model_path: str):
     from transformers import AutoTokenizer
 
-    if not (Path(model_path) / "config.json").exists() and (Path(model_path).exists() or tasks._offline()):
+    if not (Path(model_path) / "config.json").exists() and (Path(model_path).exists() or tasks.offline()):
         raise FileNotFoundError(f"model path {model_path!r} is not a model directory (no config.json there)")
     return AutoTokenizer.from_pretrained(model_path)
 

@@ -3,7 +3,7 @@
 
 A comparison of GRPO, SDPO and SRPO on a task the model cannot do (or always does) shows nothing.
 Candidates are tried in the order given (``tasks.GYM_TASKS``' order by default, fixed before any
-measurement); each is format-warmed (``srpo_ref.format_warmup``) and pre-checked on training
+measurement); each is format-warmed (``srpo_ref.models.format_warmup``) and pre-checked on training
 questions at the rollout settings (``evals.prechecks``). The first candidate that passes the gate
 is the task:
 
@@ -86,7 +86,7 @@ def main(argv=None) -> None:
         if not (d / "precheck.json").exists():
             common = ["--data-dir", a.data_dir] if a.data_dir else []
             if not (d / "model" / "format_warmup.json").exists():
-                subprocess.run([sys.executable, "-m", "srpo_ref.format_warmup", "--model", a.model, "--out", str(d / "model"),
+                subprocess.run([sys.executable, "-m", "srpo_ref.models.format_warmup", "--model", a.model, "--out", str(d / "model"),
                                 "--benchmark", name, "--examples", str(a.warmup_examples), "--epochs", str(a.warmup_epochs),
                                 "--answers", a.answers, *common], check=True, env=os.environ)
             subprocess.run([sys.executable, "-m", "evals.prechecks", "--model", str(d / "model"), "--benchmark", name,

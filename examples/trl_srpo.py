@@ -18,7 +18,7 @@ Try it on the repository's tiny CPU model (about 20 s for the 3 steps)::
 A quicker base for a smoke run (about a minute to build) answers almost nothing correctly, so
 every rollout then takes the policy branch::
 
-    python -c "from pathlib import Path; from srpo_ref.tiny import warmup; \\
+    python -c "from pathlib import Path; from srpo_ref.models.tiny import warmup; \\
         warmup(Path('/tmp/tiny'), steps=40, batch_size=32, eval_accuracy=False)"
     python examples/trl_srpo.py --model /tmp/tiny --max-steps 3
 

@@ -1,7 +1,7 @@
 """FLOPs of a decoder-only transformer, per causal pass: the cost unit of ``budget_unit: flops``.
 
 Pure arithmetic on a model's shape (no trainer imports); checked against
-``torch.utils.flop_counter.FlopCounterMode`` in ``tests/test_flops.py``.
+``torch.utils.flop_counter.FlopCounterMode`` in ``tests/unit/test_flops.py``.
 
 Symbols
 -------

@@ -9,15 +9,15 @@ The three cases (``cores`` is the CPU cores of one node, ``gpus`` the GPUs of on
 per GPU, so each rank gets ``cores // gpus`` threads, passed as ``OMP_NUM_THREADS`` and
 ``run.threads``)::
 
-    gpus 0:            OMP_NUM_THREADS=T python -m srpo_ref.trainer ARGS run.threads=T
+    gpus 0:            OMP_NUM_THREADS=T python -m srpo_ref.run ARGS run.threads=T
     1 node, G GPUs:    OMP_NUM_THREADS=T python -m torch.distributed.run --standalone
-                           --nproc_per_node G -m srpo_ref.trainer ARGS run.threads=T
+                           --nproc_per_node G -m srpo_ref.run ARGS run.threads=T
     N > 1 nodes:       srun --nodes N --ntasks N --ntasks-per-node 1 --cpus-per-task C
                            --gres=gpu:G --kill-on-bad-exit=1 bash -c 'OMP_NUM_THREADS=T exec
                            python -m torch.distributed.run --nnodes N --nproc_per_node G
                            --node_rank "$SLURM_NODEID" --rdzv_backend c10d
                            --rdzv_endpoint "$(scontrol show hostnames ... | head -n 1):PORT"
-                           --rdzv_id "$SLURM_JOB_ID" "$@"' srpo-train -m srpo_ref.trainer ARGS
+                           --rdzv_id "$SLURM_JOB_ID" "$@"' srpo-train -m srpo_ref.run ARGS
                            run.threads=T
 
 Several nodes need slurm: one slurm task per node (``srun`` from inside the job's allocation),
@@ -40,7 +40,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-TRAINER = "-m srpo_ref.trainer"
+TRAINER = "-m srpo_ref.run"
 TORCHRUN = "-m torch.distributed.run"
 DEFAULT_PORT = 29500
 # The per-node script of a multi-node run; see the module docstring. $0 is only a label.
@@ -57,7 +57,7 @@ class Launch:
     cores: int = 1  # CPU cores per node, shared by its ranks
     port: int = DEFAULT_PORT  # c10d rendezvous port on the head node (several nodes)
     python: str = "python"  # the interpreter, from PATH (the job's environment)
-    launcher: str = ""  # explicit override: replaces everything before `-m srpo_ref.trainer`
+    launcher: str = ""  # explicit override: replaces everything before `-m srpo_ref.run`
 
     def __post_init__(self):
         for name, low in (("nodes", 1), ("gpus", 0), ("cores", 1), ("port", 1)):
@@ -97,7 +97,7 @@ def srun_prefix(spec: Launch) -> str:
 def train_command(spec: Launch, trainer_args: str | Sequence[str]) -> str:
     """The full shell line for one run (without output redirection).
 
-    ``trainer_args``: everything after ``-m srpo_ref.trainer`` (``--config ...`` and the overrides),
+    ``trainer_args``: everything after ``-m srpo_ref.run`` (``--config ...`` and the overrides),
     as already-quoted shell text or as a list of arguments; ``run.threads`` is appended here.
     """
     t = spec.threads
@@ -122,14 +122,14 @@ def from_config(train: dict, cores: int | None = None) -> Launch:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m srpo_ref.launch",
-        description="Build (and run) the shell line that starts srpo_ref.trainer on CPU, one GPU node or "
+        description="Build (and run) the shell line that starts srpo_ref.run on CPU, one GPU node or "
                     "several slurm nodes. Arguments after `--` go to the trainer.")
     p.add_argument("--nodes", type=int, default=1, help="nodes (> 1: srun, one task per node; run it inside a slurm job)")
     p.add_argument("--gpus", type=int, default=0, help="GPUs per node, one rank each (0: one CPU process)")
     p.add_argument("--cores", type=int, default=None, help="CPU cores per node (default: this machine's usable cores)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="rendezvous port on the head node")
     p.add_argument("--python", default="python", help="interpreter on the node(s)")
-    p.add_argument("--launcher", default="", help="explicit launcher replacing everything before -m srpo_ref.trainer")
+    p.add_argument("--launcher", default="", help="explicit launcher replacing everything before -m srpo_ref.run")
     p.add_argument("--dry-run", action="store_true", help="print the line, run nothing")
     p.add_argument("trainer_args", nargs=argparse.REMAINDER, help="-- then the trainer's arguments")
     a = p.parse_args(argv)

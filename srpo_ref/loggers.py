@@ -20,6 +20,8 @@ import math
 import os
 from pathlib import Path
 
+from srpo_ref.errors import ConfigError
+
 LOGGERS = ("jsonl", "tensorboard", "wandb", "trackio")
 EXTRAS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}  # pip package of each backend
 
@@ -103,8 +105,6 @@ class RunLoggers:
     def __init__(self, names: list[str], out: Path, project: str, name: str, config: dict, enabled: bool = True):
         unknown = [n for n in names if n not in LOGGERS]
         if unknown:
-            from srpo_ref.config import ConfigError
-
             raise ConfigError(f"run.loggers: unknown logger(s) {unknown}; choose from {list(LOGGERS)}")
         self.jsonl = JsonlLogger(out) if enabled else None
         self.backends = []

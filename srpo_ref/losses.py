@@ -1,7 +1,7 @@
 """The SRPO objective as pure functions on tensors (SPEC sections 2-6).
 
 Nothing here touches a model, a tokenizer or a file: every function takes tensors and returns
-tensors, so each can be checked by hand on tiny inputs (tests/test_losses.py).
+tensors, so each can be checked by hand on tiny inputs (tests/unit/test_losses.py).
 
 Shapes: ``B`` samples (rollouts), ``T`` response tokens (right-padded), ``V`` vocabulary.
 ``mask`` is the valid-response-token mask, float or bool, ``[B, T]``.

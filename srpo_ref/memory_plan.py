@@ -125,8 +125,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
+
+from srpo_ref.losses import auto_chunk
 
 GIB = 1 << 30
 
@@ -228,142 +231,165 @@ def shard_degree(cfg, gpus: int, gpus_per_node: int | None = None) -> int:
     return 1
 
 
-def plan(cfg, gpus: int = 1, gpu_gib: float = 80.0, shape: Shape | None = None, gpus_per_node: int | None = None,
-         device: str = "cuda", padded: bool = True) -> dict:
-    """Bytes per GPU, by term and by moment, and the peak of each phase. ``gpus`` ranks train data
-    parallel; ``device="cpu"`` drops the GPU-only allowances (what ``measure_peak`` sees);
-    ``padded=False`` plans micro-batches of equal-length rows (no attention mask)."""
-    from srpo_ref.losses import auto_chunk
-
-    s = shape or model_shape(cfg.model.path)
-    sharded = cfg.run.sharding in ("fsdp", "hsdp")
-    d = shard_degree(cfg, gpus, gpus_per_node)
-    cb = DTYPE_BYTES[cfg.model.dtype]
-    gpu = device == "cuda"
-    distils = cfg.method.name != "grpo"  # the teacher's forward runs (ema/frozen teacher, or the student itself)
-    has_teacher = distils and cfg.method.teacher in ("ema", "frozen")
-    vllm = cfg.rollout.engine == "vllm"
-    eager = getattr(cfg.rollout, "vllm_enforce_eager", True)
-    tp = getattr(cfg.rollout, "vllm_tensor_parallel_size", 1) or 1
-    N, V, H, L = s.n_params, s.vocab, s.hidden, s.layers
-    max_tensor = s.max_tensor or V * H
-    B, T, W = cfg.optim.micro_batch_size, cfg.rollout.max_response_tokens, cfg.data.max_prompt_tokens
-    S = W + T
-    R = B if distils else 0
-    Wt = W + min(T, cfg.method.max_demo_tokens) + TEACHER_TEMPLATE_TOKENS  # the teacher's prompt
-    St = Wt + T
-    K = min(cfg.method.topk, V) if cfg.method.topk else V
-    c = auto_chunk(V)  # the student's log-prob chunks (losses.topk_logprobs)
-    ct = auto_chunk(V, cfg.method.logits_chunk)  # the teacher's (losses.teacher_stats)
-    BTV, RTV = B * T * V, R * T * V
-    shared = cfg.optim.shared_prefix
-    old_logprob = cfg.optim.old_logprob == "always" or cfg.rollout.prompts_per_step // cfg.optim.mini_batch_prompts > 1
-
-    t: dict[str, float] = {}
-    # persistent
-    t["parameters"] = 4 * N / d
-    t["optimizer"] = 8 * N / d
-    t["teacher"] = 4 * N / d if has_teacher else 0.0
-    t["gradients"] = 4 * N / d
-    t["runtime"] = ((RUNTIME_GIB + (VLLM_GRAPHS_GIB if vllm and not eager else 0.0)) * GIB) if gpu else 0.0
-    # the update
-    root_group = s.n_root_params + 2 * s.n_layer_params
-    t["gathered"] = root_group * cb if sharded else (N * cb if cb < 4 else 0.0)
-    t["teacher_gathered"] = ((root_group * cb if sharded else (max_tensor * cb if cb < 4 else 0.0))
-                             if has_teacher else 0.0)
+def _dims(cfg, s: Shape, d: int, gpu: bool, padded: bool) -> SimpleNamespace:
+    """The sizes every term is made of: the run's shape, the micro-batch, the teacher's inputs,
+    the vocabulary chunks, and the per-token helpers of a padded micro-batch."""
+    x = SimpleNamespace(s=s, d=d, gpu=gpu, cb=DTYPE_BYTES[cfg.model.dtype], sharded=cfg.run.sharding in ("fsdp", "hsdp"))
+    x.distils = cfg.method.name != "grpo"  # the teacher's forward runs (ema/frozen teacher, or the student itself)
+    x.has_teacher = x.distils and cfg.method.teacher in ("ema", "frozen")
+    x.vllm = cfg.rollout.engine == "vllm"
+    x.eager = getattr(cfg.rollout, "vllm_enforce_eager", True)
+    x.tp = getattr(cfg.rollout, "vllm_tensor_parallel_size", 1) or 1
+    x.N, x.V, x.H, x.L = s.n_params, s.vocab, s.hidden, s.layers
+    x.max_tensor = s.max_tensor or x.V * x.H
+    x.B, x.T, x.W = cfg.optim.micro_batch_size, cfg.rollout.max_response_tokens, cfg.data.max_prompt_tokens
+    x.S = x.W + x.T
+    x.R = x.B if x.distils else 0
+    x.Wt = x.W + min(x.T, cfg.method.max_demo_tokens) + TEACHER_TEMPLATE_TOKENS  # the teacher's prompt
+    x.St = x.Wt + x.T
+    x.K = min(cfg.method.topk, x.V) if cfg.method.topk else x.V
+    x.c = auto_chunk(x.V)  # the student's log-prob chunks (losses.topk_logprobs)
+    x.ct = auto_chunk(x.V, cfg.method.logits_chunk)  # the teacher's (losses.teacher_stats)
+    x.BTV, x.RTV = x.B * x.T * x.V, x.R * x.T * x.V
+    x.shared = cfg.optim.shared_prefix
+    x.ckpt = cfg.model.gradient_checkpointing
+    x.old_logprob = cfg.optim.old_logprob == "always" or cfg.rollout.prompts_per_step // cfg.optim.mini_batch_prompts > 1
     # A padded micro-batch (the rule in training: responses differ in length): transformers passes
     # a boolean [B, 1, L, L] mask, which each attention call converts to the compute dtype (and the
     # backward keeps), and repeats the keys and values to the query heads (no grouped-query kernel
     # with a mask). ``padded=False`` (memory_check's equal-length rows): neither.
-    mask = lambda rows, q, k: rows * q * k if padded else 0  # noqa: E731 (bool elements)
-    gqa = 2 * (s.q_dim - s.kv_dim) * cb if padded else 0  # per token and layer
-    layer_saved = lambda tokens: layer_activation_bytes(s, tokens, cb, autocast=not sharded) + tokens * gqa  # noqa: E731
-    layer_temp = lambda tokens: teacher_layer_bytes(s, tokens, cb) + tokens * gqa  # noqa: E731 (no grad)
-    act_full = L * (layer_saved(B * S) + cb * mask(B, S, S)) + mask(B, S, S)
-    act_ckpt = L * B * S * (H * cb + 2) + mask(B, S, S)
-    ckpt = cfg.model.gradient_checkpointing
-    t["activations"] = act_ckpt if ckpt else act_full
-    t["recompute"] = layer_saved(B * S) + cb * mask(B, S, S) if ckpt else 0.0
+    x.mask = lambda rows, q, k: rows * q * k if padded else 0  # bool elements
+    gqa = 2 * (s.q_dim - s.kv_dim) * x.cb if padded else 0  # per token and layer
+    x.layer_saved = lambda tokens: layer_activation_bytes(s, tokens, x.cb, autocast=not x.sharded) + tokens * gqa
+    x.layer_temp = lambda tokens: teacher_layer_bytes(s, tokens, x.cb) + tokens * gqa  # no grad
+    return x
+
+
+def _student_terms(x: SimpleNamespace, t: dict) -> None:
+    """The persistent state and the student's update: weights, optimizer, activations, logits."""
+    s, N, d, cb, B, S = x.s, x.N, x.d, x.cb, x.B, x.S
+    t["parameters"] = 4 * N / d
+    t["optimizer"] = 8 * N / d
+    t["teacher"] = 4 * N / d if x.has_teacher else 0.0
+    t["gradients"] = 4 * N / d
+    t["runtime"] = ((RUNTIME_GIB + (VLLM_GRAPHS_GIB if x.vllm and not x.eager else 0.0)) * GIB) if x.gpu else 0.0
+    root_group = s.n_root_params + 2 * s.n_layer_params
+    t["gathered"] = root_group * cb if x.sharded else (N * cb if cb < 4 else 0.0)
+    t["teacher_gathered"] = ((root_group * cb if x.sharded else (x.max_tensor * cb if cb < 4 else 0.0))
+                             if x.has_teacher else 0.0)
+    x.act_full = x.L * (x.layer_saved(B * S) + cb * x.mask(B, S, S)) + x.mask(B, S, S)
+    x.act_ckpt = x.L * B * S * (x.H * cb + 2) + x.mask(B, S, S)
+    t["activations"] = x.act_ckpt if x.ckpt else x.act_full
+    t["recompute"] = x.layer_saved(B * S) + cb * x.mask(B, S, S) if x.ckpt else 0.0
     t["layer_backward"] = B * S * 2 * s.intermediate * cb
-    t["prefix_cache"] = 2 * B * W * 2 * s.kv_dim * cb * L if shared else 0.0
-    t["logits"] = 4 * BTV
-    t["logits_cast"] = cb * BTV if cb < 4 else 0.0
-    t["logits_copy"] = 4 * RTV
-    t["logits_grads"] = (8 if distils else 4) * BTV
-    chunk_b, chunk_r, chunk_t = min(c, B * T) * V * 4, min(c, R * T) * V * 4, min(ct, R * T) * V
-    chunks = {"forward": 3 * chunk_b, "distil_forward": 3 * chunk_r, "distil_backward": 5 * chunk_r,
-              "token_backward": 4 * chunk_b, "teacher": chunk_t * (12 + cb)}
-    t["vocab_chunks"] = max(chunks.values())
-    t["topk"] = R * T * (K + 1) * 20
-    # The teacher's no-grad forward: whole sequences, or (shared prefix) its prompts into a KV cache,
-    # then the responses against the cache and its copy expanded to the rows.
-    teacher_cache = R * Wt * 2 * s.kv_dim * cb * L if shared else 0  # one copy
-    if shared:
-        prefix_pass = R * Wt * H * cb + layer_temp(R * Wt) + (2 + cb) * mask(R, Wt, Wt) + teacher_cache
-        suffix_pass = (2 * teacher_cache + R * T * H * cb + layer_temp(R * T) + (2 + cb) * mask(R, T, St)
+    t["prefix_cache"] = 2 * B * x.W * 2 * s.kv_dim * cb * x.L if x.shared else 0.0
+    t["logits"] = 4 * x.BTV
+    t["logits_cast"] = cb * x.BTV if cb < 4 else 0.0
+    t["logits_copy"] = 4 * x.RTV
+    t["logits_grads"] = (8 if x.distils else 4) * x.BTV
+    chunk_b, chunk_r, chunk_t = min(x.c, B * x.T) * x.V * 4, min(x.c, x.R * x.T) * x.V * 4, min(x.ct, x.R * x.T) * x.V
+    x.chunks = {"forward": 3 * chunk_b, "distil_forward": 3 * chunk_r, "distil_backward": 5 * chunk_r,
+                "token_backward": 4 * chunk_b, "teacher": chunk_t * (12 + cb)}
+    t["vocab_chunks"] = max(x.chunks.values())
+    t["topk"] = x.R * x.T * (x.K + 1) * 20
+
+
+def _teacher_and_output_terms(x: SimpleNamespace, t: dict) -> None:
+    """The teacher's no-grad forward: whole sequences, or (shared prefix) its prompts into a KV
+    cache, then the responses against the cache and its copy expanded to the rows; then the
+    output layer's gradients."""
+    s, cb, R, T, Wt, St, H, L, mask = x.s, x.cb, x.R, x.T, x.Wt, x.St, x.H, x.L, x.mask
+    teacher_cache = R * Wt * 2 * s.kv_dim * cb * L if x.shared else 0  # one copy
+    if x.shared:
+        prefix_pass = R * Wt * H * cb + x.layer_temp(R * Wt) + (2 + cb) * mask(R, Wt, Wt) + teacher_cache
+        suffix_pass = (2 * teacher_cache + R * T * H * cb + x.layer_temp(R * T) + (2 + cb) * mask(R, T, St)
                        + R * St * 2 * s.kv_dim * cb)  # a layer's keys and values with the cache's
         teacher_fwd = max(prefix_pass, suffix_pass)
-        teacher_hidden = 2 * teacher_cache + 2 * R * T * H * cb + mask(R, T, St)
+        x.teacher_hidden = 2 * teacher_cache + 2 * R * T * H * cb + mask(R, T, St)
     else:
-        teacher_fwd = R * St * H * cb + layer_temp(R * St) + (2 + cb) * mask(R, St, St)
-        teacher_hidden = R * St * H * cb + R * T * H * cb + mask(R, St, St)  # its last hidden states, the responses' cut
-    t["teacher_forward"] = teacher_fwd if distils else 0.0
-    if sharded:
-        out_hold = V * H * cb
-        out_end = s.n_root_params * cb + 4 * s.n_root_params + 4 * s.n_root_params / d
-        layer_grads = s.n_layer_params * (cb + 2 * 4)
+        teacher_fwd = R * St * H * cb + x.layer_temp(R * St) + (2 + cb) * mask(R, St, St)
+        x.teacher_hidden = R * St * H * cb + R * T * H * cb + mask(R, St, St)  # its last hidden states, the responses' cut
+    t["teacher_forward"] = teacher_fwd if x.distils else 0.0
+    V = x.V
+    if x.sharded:
+        x.out_hold = V * H * cb
+        x.out_end = s.n_root_params * cb + 4 * s.n_root_params + 4 * s.n_root_params / x.d
+        x.layer_grads = s.n_layer_params * (cb + 2 * 4)
     else:
-        out_hold = 4 * V * H if s.tied else 0
-        out_end = 12 * V * H if s.tied else 4 * V * H  # tied: the held gradient, the embedding's, their sum
-        layer_grads = 0
-    t["output_grads"] = max(out_hold, out_end)
-    t["layer_grads"] = layer_grads
-    # rollouts and loading
-    t["vllm"] = cfg.rollout.vllm_gpu_memory_utilization * gpu_gib * GIB if vllm else 0.0
-    t["weight_sync"] = 4 * max_tensor if vllm else 0.0
-    t["loading"] = 4 * max_tensor if sharded else 0.0
+        x.out_hold = 4 * V * H if s.tied else 0
+        x.out_end = 12 * V * H if s.tied else 4 * V * H  # tied: the held gradient, the embedding's, their sum
+        x.layer_grads = 0
+    t["output_grads"] = max(x.out_hold, x.out_end)
+    t["layer_grads"] = x.layer_grads
 
-    persistent = t["parameters"] + t["optimizer"] + t["teacher"] + t["gradients"] + t["runtime"]
+
+def _moments(x: SimpleNamespace, t: dict) -> dict[str, float]:
+    """What the update holds at each of its moments (beyond the persistent state)."""
+    chunks, distils = x.chunks, x.distils
     saved = t["gathered"] + t["activations"] + t["prefix_cache"] + t["logits"] + t["topk"]
     moments = {
         "student forward": t["gathered"] + t["activations"] + t["prefix_cache"] + t["logits"] + t["logits_cast"],
         "loss": saved + (t["logits_copy"] if distils else 0) + max(chunks["forward"], chunks["distil_forward"] if distils else 0),
         "logits backward": saved + max(2 * t["logits_copy"] + chunks["distil_backward"] if distils else 0,
                                        t["logits_grads"] + chunks["token_backward"]),
-        "layers backward": saved + t["recompute"] + t["layer_backward"] + out_hold + layer_grads,
-        "end of backward": t["gathered"] + t["logits"] + t["topk"] + out_end,
+        "layers backward": saved + t["recompute"] + t["layer_backward"] + x.out_hold + x.layer_grads,
+        "end of backward": t["gathered"] + t["logits"] + t["topk"] + x.out_end,
     }
     if distils:
         moments["teacher forward"] = saved + t["logits_copy"] + t["teacher_gathered"] + t["teacher_forward"]
-        moments["teacher head"] = saved + t["logits_copy"] + t["teacher_gathered"] + teacher_hidden + chunks["teacher"]
-    if old_logprob:
+        moments["teacher head"] = saved + t["logits_copy"] + t["teacher_gathered"] + x.teacher_hidden + chunks["teacher"]
+    if x.old_logprob:
+        B, S = x.B, x.S
         moments["old log-probs"] = (t["gathered"] + t["logits"] + t["logits_cast"] + chunks["forward"] + t["prefix_cache"]
-                                    + layer_temp(B * S) + (2 + cb) * mask(B, S, S))
-    moments = {k: moments[k] for k in MOMENTS if k in moments}
+                                    + x.layer_temp(B * S) + (2 + x.cb) * x.mask(B, S, S))
+    return {k: moments[k] for k in MOMENTS if k in moments}
+
+
+def _vllm_budget(cfg, x: SimpleNamespace, t: dict) -> dict | None:
+    """vLLM's own budget: its weights per GPU and what is left for the KV cache and its activations."""
+    if not x.vllm:
+        return None
+    tp = x.tp
+    kv_per_token = 2 * x.L * max(x.s.kv_dim / tp, x.s.head_dim) * 2  # bf16 keys and values, kv heads split over TP ranks
+    max_len = x.W + max(x.T, cfg.eval.max_new_tokens)
+    weights = 2 * x.N / tp
+    room = t["vllm"] - weights
+    return {"tensor_parallel": tp, "weights": weights, "kv_room": room, "max_model_len": max_len,
+            "sequences": room / (kv_per_token * max_len) if room > 0 else 0.0}
+
+
+def plan(cfg, gpus: int = 1, gpu_gib: float = 80.0, shape: Shape | None = None, gpus_per_node: int | None = None,
+         device: str = "cuda", padded: bool = True) -> dict:
+    """Bytes per GPU, by term and by moment, and the peak of each phase. ``gpus`` ranks train data
+    parallel; ``device="cpu"`` drops the GPU-only allowances (what ``measure_peak`` sees);
+    ``padded=False`` plans micro-batches of equal-length rows (no attention mask)."""
+    x = _dims(cfg, shape or model_shape(cfg.model.path), shard_degree(cfg, gpus, gpus_per_node), device == "cuda", padded)
+    t: dict[str, float] = {}
+    _student_terms(x, t)
+    _teacher_and_output_terms(x, t)
+    # rollouts and loading
+    t["vllm"] = cfg.rollout.vllm_gpu_memory_utilization * gpu_gib * GIB if x.vllm else 0.0
+    t["weight_sync"] = 4 * x.max_tensor if x.vllm else 0.0
+    t["loading"] = 4 * x.max_tensor if x.sharded else 0.0
+
+    persistent = t["parameters"] + t["optimizer"] + t["teacher"] + t["gradients"] + t["runtime"]
+    moments = _moments(x, t)
     at = max(moments, key=moments.get)
     update = persistent + moments[at]
-    sleep = vllm and cfg.rollout.vllm_sleep
-    vllm_weights = 2 * N / tp if vllm else 0.0  # bf16, split over the engine's tensor-parallel ranks
+    sleep = x.vllm and cfg.rollout.vllm_sleep
+    vllm_weights = 2 * x.N / x.tp if x.vllm else 0.0  # bf16, split over the engine's tensor-parallel ranks
     # the weight sync wakes vLLM's weights, loads them a gathered fp32 tensor at a time, then wakes
     # its KV cache: the larger of (its weights + that tensor) and its whole budget
     generation = persistent + max(vllm_weights + t["weight_sync"], t["vllm"])
-    if vllm and not sleep:
+    if x.vllm and not sleep:
         update += t["vllm"]
     loading = t["parameters"] + max(t["loading"], t["teacher"]) + t["runtime"]
     peak = max(update, generation, loading)
-    # vLLM's own budget: its weights per GPU and what is left for the KV cache and its activations
-    vllm_info = None
-    if vllm:
-        kv_per_token = 2 * L * max(s.kv_dim / tp, s.head_dim) * 2  # bf16 keys and values, kv heads split over TP ranks
-        max_len = W + max(T, cfg.eval.max_new_tokens)
-        weights = vllm_weights
-        room = t["vllm"] - weights
-        vllm_info = {"tensor_parallel": tp, "weights": weights, "kv_room": room, "max_model_len": max_len,
-                     "sequences": room / (kv_per_token * max_len) if room > 0 else 0.0}
+    vllm_info = _vllm_budget(cfg, x, t)
     fits = peak <= gpu_gib * GIB and (vllm_info is None or vllm_info["sequences"] >= 1)
-    return {"gpus": gpus, "gpu_gib": gpu_gib, "sharding": cfg.run.sharding, "shard_degree": d, "n_params": N, "terms": t,
-            "activations_without_checkpointing": act_full, "activations_with_checkpointing": act_ckpt,
-            "micro_batch_tokens": B * S, "teacher_tokens": R * St, "persistent": persistent, "moments": moments,
+    return {"gpus": gpus, "gpu_gib": gpu_gib, "sharding": cfg.run.sharding, "shard_degree": x.d, "n_params": x.N,
+            "terms": t, "activations_without_checkpointing": x.act_full, "activations_with_checkpointing": x.act_ckpt,
+            "micro_batch_tokens": x.B * x.S, "teacher_tokens": x.R * x.St, "persistent": persistent, "moments": moments,
             "update_at": at, "update_phase": update, "generation_phase": generation, "loading_phase": loading,
             "vllm_sleep": sleep, "vllm": vllm_info, "peak": peak, "fits": fits}
 

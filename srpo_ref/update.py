@@ -10,25 +10,29 @@
   Otherwise *two passes*: the distilled rows' micro-batches first, with the raw weights
   ``exp(-beta H)``; their accumulated gradients are then divided by the update's mean raw weight
   (summed over micro-batches and ranks), so no teacher output is kept; the policy-gradient rows'
-  micro-batches follow. Both layouts give the same gradient (tests/test_equivalence.py).
+  micro-batches follow. Both layouts give the same gradient (tests/integration/test_equivalence.py).
 
 **The run** (``UpdateExecutor.update``): per micro-batch, the student's forward, the teacher's
 forward on the distilled rows only, ``losses.srpo_objective`` and the backward; then the gradient
 all-reduce, clipping and the optimizer step.
 
-**Collective pairing** (``Pairing``) keeps a sharded run's ranks in step; see its docstring.
+**Collective pairing** (``srpo_ref.pairing``) keeps a sharded run's ranks in step; the weight
+normaliser's strategies are ``srpo_ref.normalizers``. ``micro_batch_loss`` is the one micro-batch
+loss of the project: this update and the TRL integration (``srpo_ref.integrations.trl``) call it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from srpo_ref import distributed, losses
 from srpo_ref.forward import Batch, make_batch, response_logits, teacher_statistics
+from srpo_ref.normalizers import normalizer
+from srpo_ref.pairing import Pairing
+from srpo_ref.record import Cost, accumulate_metrics
 
 world, all_sum = distributed.world, distributed.all_sum
 
@@ -50,27 +54,52 @@ class Rollouts:
 
 
 @dataclass
-class Cost:
-    """A step's per-phase counters: the method's tokens (every rollout's whole sequence, the FLOPs'
-    basis), the tokens that went through the model here (shared prefixes once), and FLOPs."""
+class TeacherOutputs:
+    """What the loss needs from the teacher on a micro-batch: its full ``logits`` ``[B, T, V]``, or
+    (memory-lean, ``method.topk``) its ``stats`` at the student's ``topk_ids``; rows that are not
+    distilled are zeros. All None: nothing in the micro-batch is distilled."""
 
-    phases: tuple[str, ...]
-    tokens: dict = field(default_factory=dict)
-    computed: dict = field(default_factory=dict)
-    flops: dict = field(default_factory=dict)
-    flops_computed: dict = field(default_factory=dict)  # the FLOPs of ``computed`` (MFU; not the budget's)
+    logits: torch.Tensor | None = None
+    stats: losses.TeacherStats | None = None
+    topk_ids: torch.Tensor | None = None
 
-    def __post_init__(self):
-        for d in (self.tokens, self.computed, self.flops, self.flops_computed):
-            d.update({p: 0 for p in self.phases if p not in d})
-        for d in (self.flops, self.flops_computed):
-            d.update({p: float(v) for p, v in d.items()})
+    @property
+    def present(self) -> bool:
+        return self.logits is not None or self.stats is not None
 
-    def add(self, phase: str, tokens: int, computed: int, flops: float, flops_computed: float | None = None) -> None:
-        self.tokens[phase] += tokens
-        self.computed[phase] += computed
-        self.flops[phase] += flops
-        self.flops_computed[phase] += flops if flops_computed is None else flops_computed
+
+@torch.no_grad()
+def lean_teacher(teacher_logits: torch.Tensor, student_logits: torch.Tensor, cfg: losses.LossConfig) -> TeacherOutputs:
+    """The teacher's full logits as the loss takes them: with ``cfg.topk``, its ``TeacherStats`` at
+    the student's top-K ids (so no ``[B, T, V]`` teacher tensor is kept for the loss; the same
+    loss as the full logits); without, the logits themselves."""
+    if cfg.topk is None:
+        return TeacherOutputs(logits=teacher_logits)
+    topk_ids = student_logits.detach().topk(min(cfg.topk, student_logits.shape[-1]), dim=-1).indices
+    stats = losses.TeacherStats(losses.topk_logprobs(teacher_logits, topk_ids, cfg.temperature),
+                                losses.teacher_entropy(teacher_logits, cfg.temperature))
+    return TeacherOutputs(stats=stats, topk_ids=topk_ids)
+
+
+def micro_batch_loss(*, student_logits: torch.Tensor, response_ids: torch.Tensor, mask: torch.Tensor,
+                     advantages: torch.Tensor, routing: losses.Routing, cfg: losses.LossConfig, num_tokens: float,
+                     num_sequences: float | None = None, teacher: TeacherOutputs | None = None,
+                     logp_old: torch.Tensor | None = None, logp_rollout: torch.Tensor | None = None,
+                     weight_normalizer: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """One micro-batch's share of the update's loss: ``losses.srpo_objective`` on the student's
+    ``[B, T, V]`` logits over the response tokens. ``logp_old`` ``None``: exactly on-policy
+    (``logp.detach()``); ``weight_normalizer`` the mean raw weight to divide by (``None``: this
+    micro-batch's own); ``num_tokens`` / ``num_sequences`` the whole update's (every micro-batch
+    and rank)."""
+    logp = losses.token_logprobs(student_logits, response_ids, cfg.temperature)
+    logp_old = logp.detach() if logp_old is None else logp_old.to(logp)
+    teacher = teacher or TeacherOutputs()
+    return losses.srpo_objective(
+        logp=logp, logp_old=logp_old, advantages=advantages, mask=mask, routing=routing, num_tokens=num_tokens,
+        cfg=cfg, student_logits=student_logits if teacher.present else None, teacher_logits=teacher.logits,
+        weight_normalizer=weight_normalizer, logp_rollout=logp_rollout, num_sequences=num_sequences,
+        teacher=teacher.stats, topk_ids=teacher.topk_ids,
+    )
 
 
 @dataclass
@@ -83,7 +112,7 @@ class UpdatePlan:
     n_sequences: float
 
 
-def plan_update(rows: torch.Tensor, data: Rollouts, micro_batch_size: int, pairing: "Pairing") -> UpdatePlan:
+def plan_update(rows: torch.Tensor, data: Rollouts, micro_batch_size: int, pairing: Pairing) -> UpdatePlan:
     """The plan of one update over this rank's ``rows`` (collectives: the same calls on every rank)."""
     mb = micro_batch_size
     n_tokens = max(all_sum(torch.tensor(float(sum(len(data.responses[i]) for i in rows.tolist())), dtype=torch.float64)).item(), 1.0)
@@ -101,48 +130,6 @@ def plan_update(rows: torch.Tensor, data: Rollouts, micro_batch_size: int, pairi
     return UpdatePlan(both.tolist(), False, split(sdpo_rows), split(grpo_rows), n_tokens, n_sequences)
 
 
-class Pairing:
-    """Collective pairing for sharded (FSDP) runs, stated once.
-
-    Under FSDP every forward and backward is a collective: each layer all-gathers its weights from
-    every rank. So all ranks must run the same sequence of passes, whatever rows they hold. A rank
-    with fewer micro-batches than the busiest rank runs a one-token dummy pass (with a zero loss's
-    backward) for each one it lacks, and a rank with nothing to distil runs a dummy teacher
-    forward while another rank runs a real one. The dummies change no gradient (their loss is 0)
-    and no cost (they are not counted). Unsharded runs need none of this: each rank computes on
-    its own and gradients are all-reduced once, after the update."""
-
-    def __init__(self, executor: "UpdateExecutor", sharded: bool):
-        self.executor, self.sharded = executor, sharded
-
-    def n_micro_batches(self, n_rows: int, micro_batch_size: int) -> int:
-        """Micro-batches this rank runs for ``n_rows`` rows: sharded, as many as the busiest rank."""
-        n = -(-n_rows // micro_batch_size)
-        return distributed.max_over_ranks(n) if self.sharded else n
-
-    def teacher_elsewhere(self, distils_here: bool) -> bool:
-        """Sharded: another rank runs a teacher forward that this rank has no rows for."""
-        return self.sharded and distributed.max_over_ranks(int(distils_here)) > 0 and not distils_here
-
-    def dummy_pass(self, with_teacher: bool, backward: bool, student: bool = True, keep_graph: bool = False):
-        """A one-token forward (and zero-loss backward) that joins the other ranks' collectives:
-        the student's (unless ``student`` is false), then the teacher's (``with_teacher``).
-        ``keep_graph`` returns the student's logits for the caller's own backward instead."""
-        ex = self.executor
-        b = make_batch([[ex.pad_id, ex.pad_id]], [[ex.pad_id]], ex.pad_id, ex.device, ex.cfg.optim.shared_prefix)
-        logits = None
-        if student:
-            with contextlib.nullcontext() if backward or keep_graph else torch.no_grad():
-                logits = response_logits(ex.model, b, ex.autocast)
-        if with_teacher:
-            with torch.no_grad():
-                vocab = ex.model.config.vocab_size
-                ex.teacher_forward(b, logits if logits is not None else torch.zeros(1, 1, vocab, device=ex.device))
-        if backward:
-            (logits.sum() * 0.0).backward()
-        return logits
-
-
 class UpdateExecutor:
     """Runs update plans on the trainer's student, teacher and optimizer."""
 
@@ -151,7 +138,8 @@ class UpdateExecutor:
         self.model, self.teacher, self.optimizer = model, teacher, optimizer
         self.pad_id, self.device, self.cfg, self.loss_cfg, self.autocast = pad_id, device, cfg, loss_cfg, autocast
         self.flop_model = flop_model
-        self.pairing = Pairing(self, sharded)
+        self.normalizer = normalizer(cfg.method.weight_normalizer)
+        self.pairing = Pairing(model, pad_id, device, autocast, cfg.optim.shared_prefix, self.teacher_forward, sharded)
 
     # ------------------------------------------------------------------ old log-probs
 
@@ -188,8 +176,7 @@ class UpdateExecutor:
         else:
             for idx in plan.distilled:
                 self._micro_batch(idx, data, plan, timer, cost, metrics, dummy_with_teacher=True)
-            if self.cfg.method.weight_normalizer != "micro_batch":
-                self._divide_distilled(metrics)
+            self._divide_distilled(metrics)
             for idx in plan.policy:
                 self._micro_batch(idx, data, plan, timer, cost, metrics, dummy_with_teacher=False)
         with timer("update"):
@@ -219,12 +206,11 @@ class UpdateExecutor:
         if plan.one_pass and self.pairing.teacher_elsewhere(bool(local)):
             with timer("teacher_forward"), torch.no_grad():
                 self.pairing.dummy_pass(with_teacher=True, backward=False, student=False)
-        teacher = self._teacher(idx, local, b, logits, data, timer, cost) if local else (None, None, None)
-        normaliser = 1.0 if local else None  # raw weights; the two-pass layout divides by the mean later
-        if self.cfg.method.weight_normalizer == "micro_batch":
-            normaliser = None  # this micro-batch's own mean (srpo_objective)
-        elif plan.one_pass:
+        teacher = self._teacher(idx, local, b, logits, data, timer, cost) if local else TeacherOutputs()
+        if plan.one_pass:
             normaliser = self._one_pass_normaliser(local, b, logits, teacher)
+        else:  # raw weights when the strategy divides the accumulated gradients later
+            normaliser = self.normalizer.deferred_pass_normaliser() if local else None
         with timer("update"):
             loss, m = self._loss(idx, b, logits, teacher, normaliser, data, plan)
             # gradients are averaged over ranks (after the update, or by FSDP): scaled here to a sum
@@ -243,8 +229,7 @@ class UpdateExecutor:
         if self.pairing.teacher_elsewhere(False):
             with timer("teacher_forward"), torch.no_grad():
                 self.pairing.dummy_pass(with_teacher=True, backward=False, student=False)
-        if self.cfg.method.weight_normalizer != "micro_batch":
-            mean_weight(0.0, 0.0)
+        self.normalizer.update_mean(0.0, 0.0, all_sum)  # joins the others' collective (if the strategy has one)
         with timer("update"):
             (logits.sum() * 0.0).backward()
 
@@ -252,23 +237,23 @@ class UpdateExecutor:
         return make_batch([data.prefixes[j] for j in idx], [data.responses[j] for j in idx], self.pad_id, self.device,
                           self.cfg.optim.shared_prefix)
 
-    def _teacher(self, idx, local, b: Batch, logits, data: Rollouts, timer, cost: Cost):
+    def _teacher(self, idx, local, b: Batch, logits, data: Rollouts, timer, cost: Cost) -> TeacherOutputs:
         """The teacher on the micro-batch's distilled rows ``local`` only, placed back in the
-        micro-batch's rows and length: ``(teacher_logits, teacher_stats, topk_ids)``."""
+        micro-batch's rows and length."""
         rows = [idx[k] for k in local]
         with timer("teacher_forward"), torch.no_grad():
             tb = make_batch([data.teacher_prefixes[j] for j in rows], [data.responses[j] for j in rows], self.pad_id,
                             self.device, self.cfg.optim.shared_prefix)
             out = self.teacher_forward(tb, logits[local])
             if len(local) < len(idx) or tb.resp.shape[1] != b.resp.shape[1]:
-                out = _to_rows(local, logits.shape[:2], *out)
+                out = _to_rows(local, logits.shape[:2], out)
         pairs = [(len(data.teacher_prefixes[j]), len(data.responses[j])) for j in rows]
         cost.add("teacher_forward", sum(p + r for p, r in pairs), tb.n_computed, self.flop_model.forward_pass(pairs),
                  self.flop_model.computed(tb.segments))
         return out
 
-    def teacher_forward(self, tb: Batch, student_logits: torch.Tensor):
-        """The teacher's forward on ``tb``: ``(teacher_logits, teacher_stats, topk_ids)``. With
+    def teacher_forward(self, tb: Batch, student_logits: torch.Tensor) -> TeacherOutputs:
+        """The teacher's forward on ``tb``. With
         ``method.topk`` (memory-lean) only its top-K log-probs at the student's top-K ids, the tail
         and the entropy, a chunk of positions at a time; otherwise its full logits."""
         cfg = self.cfg
@@ -276,53 +261,42 @@ class UpdateExecutor:
         if cfg.method.teacher == "mix":  # full logits of both models on the teacher's input, mixed
             mixed = losses.mix_logits(response_logits(teacher_model, tb, self.autocast), response_logits(self.model, tb, self.autocast),
                                       cfg.method.teacher_mix)
-            if cfg.method.topk is None:
-                return mixed, None, None
-            student_logits = student_logits[:, : tb.resp.shape[1]]
-            topk_ids = student_logits.detach().topk(min(cfg.method.topk, student_logits.shape[-1]), dim=-1).indices
-            stats = losses.TeacherStats(losses.topk_logprobs(mixed, topk_ids, cfg.rollout.temperature),
-                                        losses.teacher_entropy(mixed, cfg.rollout.temperature))
-            return None, stats, topk_ids
+            return lean_teacher(mixed, student_logits[:, : tb.resp.shape[1]], self.loss_cfg)
         if cfg.method.topk is None:
-            return response_logits(teacher_model, tb, self.autocast), None, None
+            return TeacherOutputs(logits=response_logits(teacher_model, tb, self.autocast))
         # The teacher batch is as long as its longest (distilled) response, which can be shorter
         # than the student's micro-batch: the ids are the student's top-K at the teacher's positions.
         student_logits = student_logits[:, : tb.resp.shape[1]]
         topk_ids = student_logits.detach().topk(min(cfg.method.topk, student_logits.shape[-1]), dim=-1).indices
         stats = teacher_statistics(teacher_model, tb, self.autocast, topk_ids, cfg.rollout.temperature, cfg.method.logits_chunk)
-        return None, stats, topk_ids
+        return TeacherOutputs(stats=stats, topk_ids=topk_ids)
 
-    def _one_pass_normaliser(self, local, b: Batch, logits, teacher) -> float:
-        """The update's mean raw weight over every rank (a collective), from this micro-batch."""
+    def _one_pass_normaliser(self, local, b: Batch, logits, teacher: TeacherOutputs) -> float | None:
+        """The update's normaliser when it is this one micro-batch per rank (the strategy's update
+        mean: a collective), from this micro-batch's raw weights."""
         raw_sum, count = 0.0, 0.0
-        if local:  # the teacher's outputs cover the micro-batch's rows; only the distilled ones count
-            teacher_logits, teacher_stats, topk_ids = teacher
-            entropy = losses.weight_entropy(self.loss_cfg, logits, teacher_logits, teacher_stats, topk_ids)
+        if local and self.normalizer.needs_raw_weights:  # only the distilled rows count
+            entropy = losses.weight_entropy(self.loss_cfg, logits, teacher.logits, teacher.stats, teacher.topk_ids)
             distilled_mask = torch.zeros_like(b.mask)
             distilled_mask[local] = b.mask[local]
             raw_sum, count = losses.entropy_weight_sum(entropy, distilled_mask, self.loss_cfg.beta)
-        return mean_weight(raw_sum, count)
+        return self.normalizer.update_mean(raw_sum, count, all_sum)
 
-    def _loss(self, idx, b: Batch, logits, teacher, normaliser, data: Rollouts, plan: UpdatePlan):
-        teacher_logits, teacher_stats, topk_ids = teacher
-        logp = losses.token_logprobs(logits, b.resp, self.cfg.rollout.temperature)
-        T = logp.shape[1]
-        logp_old = logp.detach() if data.logp_old is None else data.logp_old[idx, :T].to(self.device)
+    def _loss(self, idx, b: Batch, logits, teacher: TeacherOutputs, normaliser, data: Rollouts, plan: UpdatePlan):
+        T = b.resp.shape[1]
+        logp_old = None if data.logp_old is None else data.logp_old[idx, :T].to(self.device)
         lp_roll = None if data.logp_rollout is None else data.logp_rollout[idx, :T].to(self.device)
-        sub = data.routing.select(torch.tensor(idx))
-        distils = teacher_logits is not None or teacher_stats is not None
-        return losses.srpo_objective(
-            logp=logp, logp_old=logp_old, advantages=data.advantages[idx].to(self.device), mask=b.mask,
-            routing=_to(sub, self.device), num_tokens=plan.n_tokens, cfg=self.loss_cfg,
-            student_logits=logits if distils else None, teacher_logits=teacher_logits,
-            weight_normalizer=normaliser, logp_rollout=lp_roll, num_sequences=plan.n_sequences,
-            teacher=teacher_stats, topk_ids=topk_ids,
+        return micro_batch_loss(
+            student_logits=logits, response_ids=b.resp, mask=b.mask, advantages=data.advantages[idx].to(self.device),
+            routing=_to(data.routing.select(torch.tensor(idx)), self.device), cfg=self.loss_cfg,
+            num_tokens=plan.n_tokens, num_sequences=plan.n_sequences, teacher=teacher, logp_old=logp_old,
+            logp_rollout=lp_roll, weight_normalizer=normaliser,
         )
 
     def _divide_distilled(self, metrics: dict) -> None:
         """Two-pass layout: the distilled gradients (and their metric sums) get the update's mean
         raw weight, summed over micro-batches and ranks (a collective)."""
-        mean_w = mean_weight(metrics.get("weight_sum", 0.0), metrics.get("sdpo_tokens_count", 0.0))
+        mean_w = self.normalizer.gradient_divisor(metrics.get("weight_sum", 0.0), metrics.get("sdpo_tokens_count", 0.0), all_sum)
         if mean_w == 1.0:
             return
         for p in self.model.parameters():
@@ -333,26 +307,7 @@ class UpdateExecutor:
                 metrics[k] /= mean_w**power
 
 
-def mean_weight(raw_sum, count) -> float:
-    """The weight normaliser: this rank's sum of raw entropy weights and count of distilled tokens,
-    summed over ranks, divided (1.0 when nothing was distilled). A collective: every rank calls it
-    once per update."""
-    raw = all_sum(torch.tensor([float(raw_sum), float(count)], dtype=torch.float64))
-    return (raw[0] / raw[1]).item() if raw[1] > 0 else 1.0
-
-
-def accumulate_metrics(into: dict, metrics: dict) -> None:
-    """Add micro-batch metric sums into ``into`` (min and max for the weight extremes)."""
-    for k, v in metrics.items():
-        if k == "weight_min":
-            into[k] = min(into.get(k, math.inf), v)
-        elif k == "weight_max":
-            into[k] = max(into.get(k, -math.inf), v)
-        else:
-            into[k] = into.get(k, 0.0) + v
-
-
-def _to_rows(local: list[int], shape: tuple, teacher_logits, teacher_stats, topk_ids):
+def _to_rows(local: list[int], shape: tuple, out: TeacherOutputs) -> TeacherOutputs:
     """The teacher's outputs for the micro-batch rows ``local``, placed in zero tensors of the
     micro-batch's ``shape = (B, T)``."""
     def place(x):
@@ -362,8 +317,8 @@ def _to_rows(local: list[int], shape: tuple, teacher_logits, teacher_stats, topk
         out[local, : x.shape[1]] = x
         return out
 
-    stats = None if teacher_stats is None else losses.TeacherStats(place(teacher_stats.logp), place(teacher_stats.entropy))
-    return place(teacher_logits), stats, place(topk_ids)
+    stats = None if out.stats is None else losses.TeacherStats(place(out.stats.logp), place(out.stats.entropy))
+    return TeacherOutputs(place(out.logits), stats, place(out.topk_ids))
 
 
 def _to(r: losses.Routing, device) -> losses.Routing:

@@ -14,7 +14,7 @@ DATA_DIR = Path(os.environ.get("SRPO_DATA_DIR", REPO.parent / "shared" / "data")
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from srpo_ref.tiny import train_tokenizer
+    from srpo_ref.models.tiny import train_tokenizer
 
     return train_tokenizer()
 
@@ -22,7 +22,7 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
     """A tiny base checkpoint with a short warm-up (enough for the code paths, not for skill)."""
-    from srpo_ref.tiny import warmup
+    from srpo_ref.models.tiny import warmup
 
     out = tmp_path_factory.mktemp("tiny_base")
     warmup(out, steps=40, batch_size=32, eval_accuracy=False)
@@ -55,6 +55,6 @@ def sandbox_leftovers() -> list[str]:
         if stat.startswith("Z"):
             if ppid in (me, "1"):
                 out.append(f"{pid} {ppid} {uid} {stat} {args}")
-        elif mine(pid) and ("harness.py" in args or "srpo_ref.judge" in args or int(uid) >= 200_000):
+        elif mine(pid) and ("harness.py" in args or "srpo_ref.rewards.code.judge" in args or int(uid) >= 200_000):
             out.append(f"{pid} {ppid} {uid} {stat} {args}")
     return out

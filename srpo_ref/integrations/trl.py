@@ -11,8 +11,9 @@ to one branch (SPEC section 2), exactly as ``srpo_ref.losses.route_samples(metho
   (``srpo_ref.teacher``: the same prompt format as the reference trainer);
 - distilled tokens are weighted by ``exp(-beta * H)`` of the teacher, over its mean raw value.
 
-The loss itself is **not** re-implemented here: every micro-batch calls
-``srpo_ref.losses.srpo_objective`` (with ``LossConfig``), divided by the valid response tokens of
+The loss itself is **not** re-implemented here: every micro-batch calls the trainer's own
+``srpo_ref.update.micro_batch_loss`` (``losses.srpo_objective`` with ``LossConfig``), and the
+weight normaliser is the trainer's strategy (``srpo_ref.normalizers``); the loss is divided by the valid response tokens of
 the whole optimizer update (all gradient-accumulation micro-batches and ranks; or sequences,
 under ``loss_agg="seq_mean_token_mean"``), as in our trainer.
 
@@ -52,8 +53,10 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from srpo_ref import losses
-from srpo_ref.update import accumulate_metrics
+from srpo_ref.normalizers import NORMALIZERS, normalizer
+from srpo_ref.record import accumulate_metrics
 from srpo_ref.teacher import TEACHER_TEMPLATE, strip_think, teacher_input_ids, truncate_to_tokens
+from srpo_ref.update import TeacherOutputs, lean_teacher, micro_batch_loss
 
 with warnings.catch_warnings():  # TRL warns on every import from trl.experimental
     warnings.simplefilter("ignore")
@@ -66,7 +69,7 @@ with warnings.catch_warnings():  # TRL warns on every import from trl.experiment
 __all__ = ["SRPOConfig", "SRPOTrainer", "SRPOTeacherContextBuilder", "srpo_micro_batch_loss", "raw_weight_sum",
            "teacher_for_loss", "teacher_logits_for", "routing_from_inputs", "WEIGHT_NORMALIZERS", "TEACHERS"]
 
-WEIGHT_NORMALIZERS = ("step", "update", "micro_batch")
+WEIGHT_NORMALIZERS = tuple(NORMALIZERS)
 TEACHERS = ("ema", "frozen", "live", "mix")
 _TEACHER_KIND = {"ema": "ema", "frozen": "base", "live": "live", "mix": "base"}  # SDPO's teacher_model_kind
 ROUTE_KEYS = ("srpo_grpo_coef", "srpo_sdpo_coef", "srpo_correct", "srpo_has_teacher")
@@ -262,19 +265,17 @@ def teacher_for_loss(cfg: losses.LossConfig, student_logits: torch.Tensor, teach
     and those ids, ``[B, T, K(+1)]``, so no ``[B, T, V]`` teacher tensor is kept for the loss; the
     same loss as the full logits. Without: the full logits placed in ``[B, T, V]``. Other rows
     are zeros (``srpo_objective`` reads only the distilled rows)."""
-    B, T, V = student_logits.shape
+    B = student_logits.shape[0]
 
     def place(x):
         out = x.new_zeros(B, *x.shape[1:])
         out[rows] = x
         return out
 
-    if cfg.topk is None:
-        return {"teacher_logits": place(teacher_rows)}
-    ids = student_logits[rows].detach().topk(min(cfg.topk, V), dim=-1).indices
-    stats = losses.TeacherStats(losses.topk_logprobs(teacher_rows.float(), ids, cfg.temperature),
-                                losses.teacher_entropy(teacher_rows, cfg.temperature))
-    return {"teacher": losses.TeacherStats(place(stats.logp), place(stats.entropy)), "topk_ids": place(ids)}
+    lean = lean_teacher(teacher_rows, student_logits[rows], cfg)
+    if lean.logits is not None:
+        return {"teacher_logits": place(lean.logits)}
+    return {"teacher": losses.TeacherStats(place(lean.stats.logp), place(lean.stats.entropy)), "topk_ids": place(lean.topk_ids)}
 
 
 def routing_from_inputs(inputs: dict[str, Any]) -> losses.Routing:
@@ -303,21 +304,17 @@ def srpo_micro_batch_loss(
     old_logps: torch.Tensor | None = None,
     weight_normalizer: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """One micro-batch's share of the update's SRPO loss: ``losses.srpo_objective`` on TRL's
-    tensors. ``student_logits`` ``[B, T, V]`` (already divided by the temperature, so ``cfg``'s
+    """One micro-batch's share of the update's SRPO loss: the trainer's ``update.micro_batch_loss``
+    on TRL's tensors (TRL's names mapped onto it; nothing computed here). ``student_logits`` ``[B, T, V]`` (already divided by the temperature, so ``cfg``'s
     is 1) over the completion tokens; the teacher as ``teacher_logits`` (same shape) or as
     ``teacher`` stats at the student's ``topk_ids`` (``teacher_for_loss``), meaningful on the
     distilled rows (neither when there are none); ``old_logps`` TRL's old per-token log-probs
     (``None``: exactly on-policy, ``logp.detach()``); ``weight_normalizer`` the mean raw weight
     to divide by (``None``: this micro-batch's own)."""
-    logp = losses.token_logprobs(student_logits, completion_ids, cfg.temperature)
-    logp_old = logp.detach() if old_logps is None else old_logps.to(logp)
-    distils = teacher_logits is not None or teacher is not None
-    return losses.srpo_objective(
-        logp=logp, logp_old=logp_old, advantages=advantages.float(), mask=completion_mask, routing=routing,
-        num_tokens=num_tokens, cfg=cfg, student_logits=student_logits if distils else None,
-        teacher_logits=teacher_logits, weight_normalizer=weight_normalizer, num_sequences=num_sequences,
-        teacher=teacher, topk_ids=topk_ids,
+    return micro_batch_loss(
+        student_logits=student_logits, response_ids=completion_ids, mask=completion_mask, advantages=advantages.float(),
+        routing=routing, cfg=cfg, num_tokens=num_tokens, num_sequences=num_sequences,
+        teacher=TeacherOutputs(teacher_logits, teacher, topk_ids), logp_old=old_logps, weight_normalizer=weight_normalizer,
     )
 
 
@@ -438,6 +435,7 @@ class SRPOTrainer(SDPOTrainer):
         super().__init__(model, reward_funcs, args, *rest, **kwargs)
         self.teacher_context_builder = SRPOTeacherContextBuilder(self)
         self.loss_config = args.loss_config()
+        self.normalizer = normalizer(args.weight_normalizer)
         self._srpo_update: _UpdateState | None = None
         self._srpo_eval_draws = 0
 
@@ -497,15 +495,14 @@ class SRPOTrainer(SDPOTrainer):
         local = torch.tensor([sum(float(b["completion_mask"].sum()) for b in batches),
                               float(sum(b["completion_mask"].shape[0] for b in batches))], device=self.accelerator.device)
         totals = self.accelerator.gather(local).view(-1, 2).sum(0).tolist()
-        normaliser, in_pass = None, False
-        if self.args.weight_normalizer != "micro_batch":
-            if n == 1:
-                in_pass = True
-            else:
-                raw = torch.zeros(2, device=self.accelerator.device)
-                for b in batches:
-                    raw += torch.stack(self._srpo_raw_weights(model, b))
-                normaliser = self._srpo_mean_weight(raw)
+        # the strategy's update mean: found in the pass when it is one micro-batch per rank, else
+        # from a no-grad teacher pre-pass over the update's micro-batches (TRL runs the backward)
+        normaliser, in_pass = None, n == 1
+        if not in_pass and self.normalizer.needs_raw_weights:
+            raw = torch.zeros(2, device=self.accelerator.device)
+            for b in batches:
+                raw += torch.stack(self._srpo_raw_weights(model, b))
+            normaliser = self.normalizer.update_mean(raw[0].item(), raw[1].item(), self._srpo_all_sum)
         return _UpdateState(max(totals[0], 1.0), totals[1], normaliser, in_pass, n)
 
     @torch.no_grad()
@@ -524,10 +521,9 @@ class SRPOTrainer(SDPOTrainer):
         s, c = raw_weight_sum(self.loss_config, inputs["completion_mask"][rows], student_logits=student, teacher_logits=teacher)
         return s.to(device), c.to(device)
 
-    def _srpo_mean_weight(self, raw: torch.Tensor) -> float:
-        """Mean raw weight from this rank's ``[sum, count]``, summed over ranks (a collective)."""
-        s, c = self.accelerator.gather(raw.float().reshape(1, 2)).sum(0).tolist()
-        return s / c if c > 0 else 1.0
+    def _srpo_all_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` summed over ranks through accelerate (a collective), in the float32 TRL computes in."""
+        return self.accelerator.gather(x.to(self.accelerator.device, torch.float32).reshape(1, -1)).sum(0).double().cpu()
 
     # ------------------------------------------------------------------ the loss
 
@@ -560,7 +556,7 @@ class SRPOTrainer(SDPOTrainer):
             del t_rows
         normaliser = state.normaliser
         if state.in_pass:  # one micro-batch per rank: the update's mean raw weight, over every rank
-            normaliser = self._srpo_mean_weight(raw)
+            normaliser = self.normalizer.update_mean(raw[0].item(), raw[1].item(), self._srpo_all_sum)
         loss, metrics = srpo_micro_batch_loss(
             student_logits=student_logits, completion_ids=completion_ids, completion_mask=completion_mask,
             advantages=inputs["advantages"], routing=routing, cfg=self.loss_config, num_tokens=state.n_tokens,

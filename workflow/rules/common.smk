@@ -70,6 +70,8 @@ def eval_files(model=None, benchmark=None):
 
 
 def train_args(wc):
+    """What tells a training job apart and how it runs, over the profile's trainer YAML (train.config),
+    which holds every other setting, per method too."""
     max_budget = max(b["value"] for b in config["budgets"])
     args = [
         f"model.path={model_path(wc.model)}",
@@ -82,8 +84,6 @@ def train_args(wc):
         "run.progress=false",
         f"data.data_dir={DATA_DIR}",
     ]
-    args += TRAIN.get("overrides", [])
-    args += TRAIN.get("method_overrides", {}).get(wc.method, [])
     return " ".join(f"'{a}'" for a in args)
 
 
@@ -119,15 +119,13 @@ STEP_COST_MODEL = next(iter(config["models"]))
 
 
 def step_cost_args(wc):
-    """benchmarks/step_cost.py with the training jobs' config, overrides and per-method overrides."""
+    """benchmarks/step_cost.py with the training jobs' trainer YAML (its per_method sections included:
+    --no-default-method-overrides keeps the script's own grpo setting off the command line, where it would win)."""
     args = [f"--model {model_path(STEP_COST_MODEL)}", f"--config {TRAIN['config']}",
-            f"--benchmark {STEP_COST.get('benchmark', TRAIN['benchmarks'][0])}", f"--rounds {STEP_COST.get('rounds', 6)}",
+            f"--benchmark {STEP_COST.get('benchmark', TRAIN['benchmarks'][0])}",
+            f"--rounds {STEP_COST.get('rounds', 6)}",
             f"--methods {' '.join(TRAIN['methods'])}", "--no-default-method-overrides"]
-    for m, overrides in TRAIN.get("method_overrides", {}).items():
-        if m in TRAIN["methods"]:
-            args += [f"--method-override '{m}:{o}'" for o in overrides]
-    extra = [o for o in TRAIN.get("overrides", []) if not o.startswith("run.")] + [f"data.data_dir={DATA_DIR}", "run.threads=1"]
-    return " ".join(args + [f"'{o}'" for o in extra])
+    return " ".join(args + [f"'data.data_dir={DATA_DIR}'", "'run.threads=1'"])
 
 
 def format_warmup_command(name):
@@ -136,7 +134,7 @@ def format_warmup_command(name):
     if not fw:
         return ""
     out = f"{WORK}/models/{name}"
-    return (f"_converted && OMP_NUM_THREADS=2 python -m srpo_ref.format_warmup --model {out}_converted --out {out} "
+    return (f"_converted && OMP_NUM_THREADS=2 python -m srpo_ref.models.format_warmup --model {out}_converted --out {out} "
             f"--benchmark {fw['benchmark']} --examples {fw.get('examples', 64)} --epochs {fw.get('epochs', 2)} "
             f"--lr {fw.get('lr', 1e-4)} --answers {fw.get('answers', 'random')} --data-dir {DATA_DIR}")
 

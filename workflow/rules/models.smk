@@ -19,7 +19,7 @@ rule tiny_base_model:
         batch=lambda wc: config["models"][wc.name].get("warmup_batch_size", 32),
         out=lambda wc: f"{WORK}/models/{wc.name}",
     shell:
-        "OMP_NUM_THREADS={threads} python -m srpo_ref.tiny --out {params.out} --steps {params.steps} "
+        "OMP_NUM_THREADS={threads} python -m srpo_ref.models.tiny --out {params.out} --steps {params.steps} "
         "--batch-size {params.batch} > {log} 2>&1"
 
 
@@ -39,5 +39,5 @@ rule smollm2_from_gguf:
         out=lambda wc: f"{WORK}/models/{wc.name}",
         warmup=lambda wc: format_warmup_command(wc.name),
     shell:
-        "python -m srpo_ref.smollm2 --out {params.out}{params.warmup} > {log} 2>&1"
+        "python -m srpo_ref.models.smollm2 --out {params.out}{params.warmup} > {log} 2>&1"
 

@@ -1,4 +1,4 @@
-"""Compute-cost accounting from the per-step records (srpo_ref.report.cost_table)."""
+"""Compute-cost accounting from the per-step records (evals.report.cost_table)."""
 
 import json
 import sys
@@ -9,7 +9,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from _log import to_log  # noqa: E402
 
-from srpo_ref import report  # noqa: E402
+from evals import report  # noqa: E402
 
 to_log(snakemake)
 cfg = snakemake.config

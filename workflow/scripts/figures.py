@@ -1,4 +1,4 @@
-"""The paper-style figures (srpo_ref.report.figures)."""
+"""The paper-style figures (evals.report.figures)."""
 
 import sys
 from pathlib import Path
@@ -8,7 +8,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from _log import to_log  # noqa: E402
 
-from srpo_ref import report  # noqa: E402
+from evals import report  # noqa: E402
 
 to_log(snakemake)
 cfg = snakemake.config

@@ -7,7 +7,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir)))
 from _log import to_log  # noqa: E402
 
-from srpo_ref import report, tasks  # noqa: E402
+from evals import report  # noqa: E402
+from srpo_ref import tasks  # noqa: E402
 
 to_log(snakemake)
 cfg, out = snakemake.config, snakemake.output
@@ -21,25 +22,30 @@ unit = cfg.get("budget_unit", "seconds")
 train = cfg["train"]
 
 main_val = val[val["benchmark"].isin(train["benchmarks"])] if not val.empty else val
-t1 = report.table1(main_val, evals[evals["benchmark"].isin(train["benchmarks"])] if not evals.empty else evals, budgets, train["methods"], paper["table1_avg16"], paper_models, unit)
+main_evals = evals[evals["benchmark"].isin(train["benchmarks"])] if not evals.empty else evals
+t1 = report.table1(main_val, main_evals, budgets, train["methods"], paper["table1_avg16"], paper_models, unit)
 t1.to_csv(out.table1_csv, index=False)
 Path(out.table1).write_text(report.table1_markdown(t1, budgets))
 
 shape = report.shape_comparison(t1, paper["table1_avg16"], budgets, ref)
-Path(out.shape).write_text(shape.to_markdown(index=False, floatfmt="+.3f") + "\n" if not shape.empty else "_SRPO, GRPO and SDPO runs are needed._\n")
+Path(out.shape).write_text(shape.to_markdown(index=False, floatfmt="+.3f") + "\n" if not shape.empty
+                           else "_SRPO, GRPO and SDPO runs are needed._\n")
 
 variants = [m for m in ["srpo"] + train.get("ablations", []) if m in set(val.get("method", []))]
 t2 = report.table2(val, budgets, variants, train.get("ablation_benchmarks", []), paper["table2_ablations"], ref, unit)
 t2.to_csv(out.table2_csv, index=False)
-Path(out.table2).write_text(t2.to_markdown(index=False, floatfmt=".3f") + "\n" if not t2.empty else "_No ablation runs in this profile._\n")
+Path(out.table2).write_text(t2.to_markdown(index=False, floatfmt=".3f") + "\n" if not t2.empty
+                            else "_No ablation runs in this profile._\n")
 
 final = report.final_eval_table(evals)
 final.to_csv(out.evals_csv, index=False)
 Path(out.evals).write_text(report.eval_markdown(final, cfg["evaluation"]["benchmarks"]))
 Path(out.mathcode).write_text(report.eval_markdown(final, list(tasks.MATHCODE_BENCHMARKS),
-                                                   "_Math and code benchmarks are not evaluated in this profile (see config evaluation.extra_benchmarks)._"))
+                                                   "_Math and code benchmarks are not evaluated in this profile "
+                                                   "(see config evaluation.extra_benchmarks)._"))
 
-lines = ["| benchmark | grader | rows | gold scored 1 | wrong scored 0 | gold upstream cannot score | failures | code tests run in |",
+lines = ["| benchmark | grader | rows | gold scored 1 | wrong scored 0 | gold upstream cannot score | failures | "
+         "code tests run in |",
          "|---|---|---|---|---|---|---|---|"]
 for g in snakemake.input.graders:
     r = json.loads(Path(g).read_text())
@@ -51,5 +57,6 @@ for g in snakemake.input.graders:
     for mode, m in r["by_grader"].items():
         lines.append(f"| {r['benchmark']} | {mode} | {r['rows']} | {m['gold_scored_1']} | {m['wrong_scored_0']} | "
                      f"{', '.join(m['known_unscorable']) or '–'} | {', '.join(m['failures'][:3]) or '–'} | {where} |")
-Path(out.graders).write_text("\n".join(lines) + "\n" if snakemake.input.graders else "_No grader self-check in this profile._\n")
+Path(out.graders).write_text("\n".join(lines) + "\n" if snakemake.input.graders
+                             else "_No grader self-check in this profile._\n")
 print(t1.to_string())
