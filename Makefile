@@ -14,7 +14,7 @@ export SRPO_DATA_DIR ?= $(abspath ../shared/data)
 
 install: sandbox $(VENV)/.installed
 
-# The code sandbox runs untrusted programs under bubblewrap (README: The code sandbox).
+# The code sandbox runs untrusted programs under bubblewrap (docs/judge.md: The code sandbox).
 sandbox:
 	@command -v bwrap >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -47,7 +47,9 @@ run: install
 report: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --report report_$(PROFILE).zip --configfile config/$(PROFILE).yaml
 
+# The linter first (ruff, configured in pyproject.toml), then the whole suite.
 test: install
+	$(VENV)/bin/ruff check .
 	PATH="$(abspath $(VENV))/bin:$$PATH" pytest
 
 lint: install

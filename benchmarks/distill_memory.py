@@ -49,7 +49,8 @@ def run_path(path: str, vocab: int, tokens: int, hidden: int, topk: int = 100) -
         ent = stats.entropy
     loss = (torch.exp(-ent) * div).mean() - logp.mean()
     loss.backward()
-    return {"path": path, "vocab": vocab, "tokens": tokens, "peak_growth_mb": round(_peak_mb() - base, 1), "loss": loss.item()}
+    return {"path": path, "vocab": vocab, "tokens": tokens, "peak_growth_mb": round(_peak_mb() - base, 1),
+            "loss": loss.item()}
 
 
 def measure(vocab: int = 151936, tokens: int = 2048, hidden: int = 16) -> dict:

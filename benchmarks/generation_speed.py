@@ -51,7 +51,8 @@ def main():
             tokens += sum(len(s.response_ids) for g in out for s in g)
         results[name] = (start, tokens / seconds, tokens / a.repeats)
         del engine
-    print(f"{a.prompts} prompts x {a.n} samples, up to {a.max_new_tokens} new tokens, {a.repeats} timed repeats, model {a.model}")
+    print(f"{a.prompts} prompts x {a.n} samples, up to {a.max_new_tokens} new tokens, {a.repeats} timed repeats, model "
+          f"{a.model}")
     print(f"{'engine':<8}{'start (s)':>12}{'tokens/s':>12}{'tokens/batch':>14}")
     for name, (start, tps, per) in results.items():
         print(f"{name:<8}{start:>12.1f}{tps:>12.0f}{per:>14.0f}")

@@ -1,7 +1,8 @@
 """The checks and the printed summary of ``benchmarks/gpu_smoke.sh`` (pure Python: no torch).
 
     python benchmarks/gpu_smoke_summary.py header OUT [key=value ...]   # print the header line, write OUT/header.json
-    python benchmarks/gpu_smoke_summary.py summary OUT --steps N --reward random|task [--peak-tflops 989] [--methods grpo,sdpo,srpo]
+    python benchmarks/gpu_smoke_summary.py summary OUT --steps N --reward random|task
+        [--peak-tflops 989] [--methods grpo,sdpo,srpo]
 
 ``summary`` reads, for each method, ``OUT/<method>/steps.jsonl`` and ``OUT/<method>.rc`` (the
 exit status of its torchrun, or ``timeout``), prints two tables, writes ``OUT/summary.json`` and
@@ -168,6 +169,45 @@ def _train_seconds(r: dict) -> float | None:
     return sum(vals) if vals else None
 
 
+def _check_finite(recs: list[dict], problems: list[str]) -> None:
+    """Any NaN/inf (or a missing value) in the loss, the reward or the gradients."""
+    for r in recs:
+        s = r.get("step", "?")
+        if r.get("grads_finite") is not True:
+            problems.append(f"step {s}: grads_finite is {r.get('grads_finite')!r}")
+        for k in LOSS_KEYS:
+            if k not in r and k != "loss" and k != "reward_mean":
+                continue  # the per-branch losses and grad norm: checked where recorded
+            v = _num(r.get(k))
+            if v is None or not math.isfinite(v):
+                problems.append(f"step {s}: {k} is {r.get(k)!r}")
+
+
+def _check_branches(res: dict, method: str, reward: str) -> None:
+    """Both branches and the teacher did (or did not) run, as the method says."""
+    problems = res["problems"]
+    distilled, fs, fg = res["teacher_forward_samples"], res["frac_sdpo"], res["frac_grpo"]
+    if method == "grpo":
+        if distilled:
+            problems.append(f"GRPO distilled {distilled} samples (it has no teacher)")
+        if fs:
+            problems.append(f"GRPO routed a fraction {fs:.3f} to SDPO")
+        if reward == "random" and not fg:
+            problems.append("GRPO routed nothing to the policy loss")
+    else:
+        if reward == "random":
+            if not distilled:
+                problems.append(f"{method.upper()} distilled nothing with the random reward: the distillation branch "
+                                "and the teacher forward did not run")
+            if not fs:
+                problems.append(f"{method.upper()} routed nothing to SDPO with the random reward")
+            if method == "srpo" and not fg:
+                problems.append("SRPO routed nothing to GRPO with the random reward")
+        elif not distilled:
+            res["notes"].append(f"{method.upper()} distilled nothing: the task reward gave no failed rollout a "
+                                "correct sibling, so the teacher forward did not run")
+
+
 def summarise_method(out: Path, method: str, n_steps: int, reward: str, peak_tflops: float) -> dict:
     """One method's numbers and the list of its failed checks (``problems``)."""
     res: dict = {"method": method, "problems": [], "notes": []}
@@ -198,17 +238,7 @@ def summarise_method(out: Path, method: str, n_steps: int, reward: str, peak_tfl
     elif steps_path.exists() and not recs:
         problems.append("steps.jsonl has no record")
 
-    # finiteness: any NaN/inf (or a missing value) in the loss, the reward or the gradients
-    for r in recs:
-        s = r.get("step", "?")
-        if r.get("grads_finite") is not True:
-            problems.append(f"step {s}: grads_finite is {r.get('grads_finite')!r}")
-        for k in LOSS_KEYS:
-            if k not in r and k != "loss" and k != "reward_mean":
-                continue  # the per-branch losses and grad norm: checked where recorded
-            v = _num(r.get(k))
-            if v is None or not math.isfinite(v):
-                problems.append(f"step {s}: {k} is {r.get(k)!r}")
+    _check_finite(recs, problems)
     sources = sorted({str(r["reward_source"]) for r in recs if "reward_source" in r})
     res["reward_source"] = ",".join(sources) if sources else None
     if sources and sources != [reward]:
@@ -216,13 +246,15 @@ def summarise_method(out: Path, method: str, n_steps: int, reward: str, peak_tfl
 
     timed = _timed(recs)
     res["timed_steps"] = [r.get("step") for r in timed]
-    res["seconds_median"] = {phase: _median(_num(_get(r, "seconds", phase)) for r in timed) for _, phase in TIME_COLUMNS}
+    res["seconds_median"] = {phase: _median(_num(_get(r, "seconds", phase)) for r in timed) for _,
+                             phase in TIME_COLUMNS}
     res["gen_tokens_per_s"] = _ratio_of_sums(timed, lambda r: _num(_get(r, "tokens", "generate")),
                                              lambda r: _num(_get(r, "seconds", "generate")))
     flops_per_s = _ratio_of_sums(timed, _train_flops, _train_seconds)
     res["train_tflops_per_s"] = None if flops_per_s is None else flops_per_s / 1e12
     res["mfu"] = None if flops_per_s is None else flops_per_s / (peak_tflops * 1e12)
-    res["peak_memory_gib"] = {phase: _max(_num(_get(r, "peak_memory_gib_by_phase", phase)) for r in recs) for _, phase in MEMORY_PHASES}
+    res["peak_memory_gib"] = {phase: _max(_num(_get(r, "peak_memory_gib_by_phase", phase)) for r in recs) for _,
+                              phase in MEMORY_PHASES}
     res["peak_memory_gib"]["any"] = _max(_num(r.get("peak_memory_gib")) for r in recs)
     phases = sorted({p for r in recs for p in (r.get("device_memory_gib_by_phase") or {})})
     res["device_memory_gib"] = {p: _max(_num(_get(r, "device_memory_gib_by_phase", p)) for r in recs)
@@ -233,28 +265,8 @@ def summarise_method(out: Path, method: str, n_steps: int, reward: str, peak_tfl
     for k in ("frac_sdpo", "frac_grpo", "reward_mean"):
         res[k] = _mean(_num(r.get(k)) for r in recs)
 
-    # both branches and the teacher did (or did not) run, as the method says
-    distilled, fs, fg = res["teacher_forward_samples"], res["frac_sdpo"], res["frac_grpo"]
     if recs:
-        if method == "grpo":
-            if distilled:
-                problems.append(f"GRPO distilled {distilled} samples (it has no teacher)")
-            if fs:
-                problems.append(f"GRPO routed a fraction {fs:.3f} to SDPO")
-            if reward == "random" and not fg:
-                problems.append("GRPO routed nothing to the policy loss")
-        else:
-            if reward == "random":
-                if not distilled:
-                    problems.append(f"{method.upper()} distilled nothing with the random reward: the distillation branch "
-                                    "and the teacher forward did not run")
-                if not fs:
-                    problems.append(f"{method.upper()} routed nothing to SDPO with the random reward")
-                if method == "srpo" and not fg:
-                    problems.append("SRPO routed nothing to GRPO with the random reward")
-            elif not distilled:
-                res["notes"].append(f"{method.upper()} distilled nothing: the task reward gave no failed rollout a "
-                                    "correct sibling, so the teacher forward did not run")
+        _check_branches(res, method, reward)
     res["ok"] = not problems
     return res
 
@@ -269,15 +281,18 @@ def _f(x, fmt: str, width: int, scale: float = 1.0, suffix: str = "") -> str:
 def render(results: list[dict], peak_tflops: float) -> list[str]:
     lines = ["", "seconds per step by phase (median over the steps after the first; rank 0), generation and training "
              f"throughput per GPU (MFU against {peak_tflops:g} TFLOPS):",
-             f"{'method':<7}" + "".join(f"{name:>9}" for name, _ in TIME_COLUMNS) + f"{'gen tok/s':>11}{'train TF/s':>11}{'MFU':>7}"]
+             f"{'method':<7}" + "".join(f"{name:>9}" for name,
+                                        _ in TIME_COLUMNS) + f"{'gen tok/s':>11}{'train TF/s':>11}{'MFU':>7}"]
     for r in results:
         lines.append(f"{r['method']:<7}" + "".join(_f(r["seconds_median"][p], ".2f", 9) for _, p in TIME_COLUMNS)
                      + _f(r["gen_tokens_per_s"], ".0f", 11) + _f(r["train_tflops_per_s"], ".4g", 11)
                      + _f(r["mfu"], ".1f", 7, 100, "%"))
-    lines += ["", f"memory in GiB (max over steps; alloc: torch allocator peak in the phase, dev: device-wide used at the "
-                  f"phase's end; rank 0) and routing:",
+    lines += ["",
+              "memory in GiB (max over steps; alloc: torch allocator peak in the phase, dev: device-wide used at the "
+                  "phase's end; rank 0) and routing:",
               f"{'method':<7}" + "".join(f"{'alloc:' + n:>10}" for n, _ in MEMORY_PHASES)
-              + "".join(f"{'dev:' + n:>9}" for n, _ in MEMORY_PHASES) + f"{'dev:max':>9}{'distilled':>10}{'frac_sdpo':>10}"
+              + "".join(f"{'dev:' + n:>9}" for n,
+                        _ in MEMORY_PHASES) + f"{'dev:max':>9}{'distilled':>10}{'frac_sdpo':>10}"
               f"{'frac_grpo':>10}{'reward':>8}  result"]
     for r in results:
         lines.append(f"{r['method']:<7}" + "".join(_f(r["peak_memory_gib"][p], ".2f", 10) for _, p in MEMORY_PHASES)
@@ -286,7 +301,8 @@ def render(results: list[dict], peak_tflops: float) -> list[str]:
                      + _f(r["frac_sdpo"], ".3f", 10) + _f(r["frac_grpo"], ".3f", 10) + _f(r["reward_mean"], ".3f", 8)
                      + ("  ok" if r["ok"] else "  FAILED"))
     for r in results:
-        lines += [f"{r['method']}: FAILED: {p}" for p in r["problems"]] + [f"{r['method']}: note: {n}" for n in r["notes"]]
+        lines += ([f"{r['method']}: FAILED: {p}" for p in r["problems"]]
+                  + [f"{r['method']}: note: {n}" for n in r["notes"]])
     return lines
 
 
@@ -294,7 +310,8 @@ def render(results: list[dict], peak_tflops: float) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     h = sub.add_parser("header", help="print the header line and write OUT/header.json")
     h.add_argument("out", type=Path)
@@ -303,7 +320,8 @@ def main(argv=None) -> int:
     s.add_argument("out", type=Path)
     s.add_argument("--steps", type=int, required=True, help="the steps each run was asked for")
     s.add_argument("--reward", choices=("random", "task"), required=True)
-    s.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of one GPU (default 989: H100/H200 SXM)")
+    s.add_argument("--peak-tflops", type=float, default=989.0,
+                   help="dense bf16 peak of one GPU (default 989: H100/H200 SXM)")
     s.add_argument("--methods", default=",".join(METHODS))
     a = ap.parse_args(argv)
 

@@ -101,7 +101,8 @@ def main() -> None:
     print(json.dumps(r, indent=2))
     full, shard = r["full_fp32_bytes"] / MIB, r["shards_per_rank_bytes"] / MIB
     for k, g in enumerate(r["peak_growth_bytes"]):
-        print(f"rank {k}: peak RSS grew {g / MIB:.0f} MiB while loading; full model {full:.0f} MiB, its shards {shard:.0f} MiB, "
+        print(f"rank {k}: peak RSS grew {g / MIB:.0f} MiB while loading; full model {full:.0f} MiB, its shards "
+              f"{shard:.0f} MiB, "
               f"a plain load at least {full + shard:.0f} MiB")
 
 

@@ -194,7 +194,8 @@ def main(argv=None) -> None:
         dist.all_gather_object(every, res)
         if dist.get_rank() == 0:
             res = max(every, key=lambda r: r["measured_mib"])
-            res["ranks"] = [{k: r[k] for k in ("measured_mib", "plan_over_measured", "above_persistent_plan_over_measured")}
+            res["ranks"] = [{k: r[k] for k in ("measured_mib", "plan_over_measured",
+                                               "above_persistent_plan_over_measured")}
                             for r in every]
         dist.destroy_process_group()
         if res.get("ranks") is None:

@@ -84,13 +84,19 @@ def main(argv=None):
     if "grpo" in records:
         for m in a.methods:
             ratios = [s / g for s, g in zip(out["methods"][m]["per_round"], out["methods"]["grpo"]["per_round"])]
-            out["methods"][m]["ratio_vs_grpo"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
-    print(f"seconds per step, {a.rounds} interleaved rounds after one warm-up step each; {a.benchmark}, engine {a.engine}, model {a.model}")
+            out["methods"][m]["ratio_vs_grpo"] = {"median": statistics.median(ratios), "min": min(ratios),
+                                                  "max": max(ratios)}
+    print(f"seconds per step, {a.rounds} interleaved rounds after one warm-up step each; {a.benchmark}, engine "
+          f"{a.engine}, model {a.model}")
     print(f"{'':<18}" + "".join(f"{m:>12}" for m in a.methods))
     for label, get in [("median s/step", lambda v: f"{v['median']:.3f}"), ("min", lambda v: f"{v['min']:.3f}"),
-                       ("max", lambda v: f"{v['max']:.3f}"), ("GFLOPs/step", lambda v: f"{v['flops_per_step'] / 1e9:.3f}"),
-                       ("teacher tokens", lambda v: f"{v['teacher_tokens']:.0f}"), ("SDPO-routed", lambda v: f"{v['frac_sdpo']:.2f}"),
-                       ("vs grpo (median)", lambda v: f"{(v['ratio_vs_grpo']['median'] - 1) * 100:+.1f}%" if "ratio_vs_grpo" in v else "–")]:
+                       ("max", lambda v: f"{v['max']:.3f}"), ("GFLOPs/step",
+                                                              lambda v: f"{v['flops_per_step'] / 1e9:.3f}"),
+                       ("teacher tokens", lambda v: f"{v['teacher_tokens']:.0f}"), ("SDPO-routed",
+                                                                                    lambda v: f"{v['frac_sdpo']:.2f}"),
+                       ("vs grpo (median)",
+                        lambda v: f"{(v['ratio_vs_grpo']['median'] - 1) * 100:+.1f}%"
+                        if "ratio_vs_grpo" in v else "–")]:
         print(f"{label:<18}" + "".join(f"{get(out['methods'][m]):>12}" for m in a.methods))
     for p in PHASES:
         print(f"  {p:<16}" + "".join(f"{out['methods'][m]['phases_median'][p]:>12.3f}" for m in a.methods))

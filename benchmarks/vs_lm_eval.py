@@ -35,13 +35,16 @@ K, NEW_TOKENS = 16, 40
 def command(runner: str, model: str, limit: int, out: str) -> list[str]:
     py = sys.executable
     if runner.startswith("ours"):
-        return [py, "-m", "evals.cli", "--model", model, "--benchmarks", "tiny_mcq", "--k", str(K), "--limit", str(limit),
-                "--backend", runner.split("_")[1], "--max-new-tokens", str(NEW_TOKENS), "--temperature", "1.0", "--top-p", "1.0",
+        return [py, "-m", "evals.cli", "--model", model, "--benchmarks", "tiny_mcq", "--k", str(K), "--limit",
+                str(limit),
+                "--backend", runner.split("_")[1], "--max-new-tokens", str(NEW_TOKENS), "--temperature", "1.0",
+                "--top-p", "1.0",
                 "--max-model-len", "512", "--out", out]
     backend = runner.split("_")[1]
     args = f"pretrained={model},dtype=float32" + (",max_model_len=512,enforce_eager=True" if backend == "vllm" else "")
     return [py, "-m", "evals.lm_eval_cli", "--include_path", "evals/lm_eval_tasks", "--tasks", "srpo_tiny_mcq",
-            "--apply_chat_template", "--model", backend, "--model_args", args, "--limit", str(limit), "--batch_size", "auto",
+            "--apply_chat_template", "--model", backend, "--model_args", args, "--limit", str(limit), "--batch_size",
+            "auto",
             "--gen_kwargs", f"max_gen_toks={NEW_TOKENS},temperature=1.0,top_p=1.0,do_sample=True", "--output_path", out]
 
 
@@ -53,7 +56,8 @@ def main(argv=None) -> None:
     ap.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=RUNNERS)
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1",
            "PYTHONPATH": str(REPO)}
     walls: dict[str, list[float]] = {r: [] for r in a.runners}
@@ -62,13 +66,15 @@ def main(argv=None) -> None:
         for r in order:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
-                res = subprocess.run(command(r, a.model, a.limit, tmp), capture_output=True, text=True, env=env, cwd=REPO)
+                res = subprocess.run(command(r, a.model, a.limit, tmp), capture_output=True, text=True, env=env,
+                                     cwd=REPO)
                 walls[r].append(time.perf_counter() - t0)
             if res.returncode != 0:
                 raise SystemExit(f"{r} failed:\n{res.stderr[-3000:]}")
             print(f"round {rnd + 1}/{a.rounds} {r}: {walls[r][-1]:.1f} s", file=sys.stderr)
     samples = a.limit * K
-    table = {r: {"median_s": statistics.median(w), "min_s": min(w), "max_s": max(w), "samples_per_s": samples / statistics.median(w)}
+    table = {r: {"median_s": statistics.median(w), "min_s": min(w), "max_s": max(w),
+                 "samples_per_s": samples / statistics.median(w)}
              for r, w in walls.items()}
     ratios = {f"lm-eval/ours {b}": table[f"lmeval_{b}"]["median_s"] / table[f"ours_{b}"]["median_s"]
               for b in ("hf", "vllm") if f"lmeval_{b}" in table and f"ours_{b}" in table}
@@ -78,7 +84,8 @@ def main(argv=None) -> None:
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}x")
     if a.out:
-        Path(a.out).write_text(json.dumps({"job": {"benchmark": "tiny_mcq", "questions": a.limit, "k": K, "new_tokens": NEW_TOKENS,
+        Path(a.out).write_text(json.dumps({"job": {"benchmark": "tiny_mcq", "questions": a.limit, "k": K,
+                                                   "new_tokens": NEW_TOKENS,
                                                    "threads": 1, "rounds": a.rounds, "model": a.model},
                                            "runners": table, "ratios": ratios}, indent=2))
 

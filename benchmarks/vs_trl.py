@@ -42,9 +42,12 @@ def _ours(model: str, method: str, steps: int, tmp: str) -> list[float]:
 
     cfg = load_config(None, [
         f"model.path={model}", f"run.out_dir={tmp}", "data.benchmark=tiny_mcq", f"method.name={method}",
-        f"rollout.prompts_per_step={PROMPTS}", f"rollout.rollouts_per_prompt={ROLLOUTS}", f"rollout.max_response_tokens={NEW_TOKENS}",
-        "rollout.temperature=1.0", f"optim.mini_batch_prompts={PROMPTS}", f"optim.micro_batch_size={PROMPTS * ROLLOUTS}",
-        "optim.lr=1e-4", "optim.warmup_steps=0", f"method.topk={TOPK}", "eval.val_every=0", "run.threads=1", "run.progress=false",
+        f"rollout.prompts_per_step={PROMPTS}", f"rollout.rollouts_per_prompt={ROLLOUTS}",
+                             f"rollout.max_response_tokens={NEW_TOKENS}",
+        "rollout.temperature=1.0", f"optim.mini_batch_prompts={PROMPTS}",
+                             f"optim.micro_batch_size={PROMPTS * ROLLOUTS}",
+        "optim.lr=1e-4", "optim.warmup_steps=0", f"method.topk={TOPK}", "eval.val_every=0", "run.threads=1",
+                             "run.progress=false",
     ])
     trainer = Trainer(cfg)
     out = []
@@ -85,7 +88,8 @@ def _trl(model_path: str, method: str, steps: int, tmp: str) -> list[float]:
     common = dict(output_dir=tmp, per_device_train_batch_size=PROMPTS * ROLLOUTS, num_generations=ROLLOUTS,
                   max_completion_length=NEW_TOKENS, temperature=1.0, top_p=1.0, learning_rate=1e-4, max_steps=steps,
                   gradient_accumulation_steps=1, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True,
-                  bf16=False, dataloader_num_workers=0, seed=0, beta=0.0, disable_tqdm=True, lr_scheduler_type="constant")
+                  bf16=False, dataloader_num_workers=0, seed=0, beta=0.0, disable_tqdm=True,
+                  lr_scheduler_type="constant")
     if method == "grpo":
         from trl import GRPOConfig, GRPOTrainer
 
@@ -111,7 +115,8 @@ def worker(runner: str, model: str, steps: int) -> dict:
     side, method = runner.split("_")
     with tempfile.TemporaryDirectory() as tmp:
         times = (_ours if side == "ours" else _trl)(model, method, steps, tmp)
-    return {"runner": runner, "step_seconds": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"runner": runner, "step_seconds": times,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def versions() -> dict:
@@ -148,19 +153,22 @@ def main(argv=None) -> None:
         for r in order:
             res = subprocess.run([sys.executable, __file__, "--worker", r, "--model", a.model, "--steps", str(a.steps)],
                                  capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO)
-            line = next((l for l in res.stdout.splitlines() if l.startswith("RESULT ")), None)
+            line = next((out_line for out_line in res.stdout.splitlines() if out_line.startswith("RESULT ")), None)
             if res.returncode != 0 or line is None:
                 raise SystemExit(f"{r} failed:\n{res.stderr[-3000:]}")
             runs[r].append(json.loads(line[len("RESULT "):]))
-            print(f"round {rnd + 1}/{a.rounds} {r}: {[round(t, 3) for t in runs[r][-1]['step_seconds'][1:]]}", file=sys.stderr)
+            print(f"round {rnd + 1}/{a.rounds} {r}: {[round(t, 3) for t in runs[r][-1]['step_seconds'][1:]]}",
+                  file=sys.stderr)
     table = {}
     for r, rs in runs.items():
         steps = [t for x in rs for t in x["step_seconds"][1:]]
-        table[r] = {"median_s": statistics.median(steps), "min_s": min(steps), "max_s": max(steps), "n_steps": len(steps),
+        table[r] = {"median_s": statistics.median(steps), "min_s": min(steps), "max_s": max(steps),
+                    "n_steps": len(steps),
                     "peak_rss_mb": max(x["peak_rss_mb"] for x in rs)}
     ratios = {f"trl/ours {m}": table[f"trl_{m}"]["median_s"] / table[f"ours_{m}"]["median_s"]
               for m in ("grpo", "sdpo") if f"trl_{m}" in table and f"ours_{m}" in table}
-    result = {"job": {"benchmark": "tiny_mcq", "prompts": PROMPTS, "rollouts": ROLLOUTS, "new_tokens": NEW_TOKENS, "topk": TOPK,
+    result = {"job": {"benchmark": "tiny_mcq", "prompts": PROMPTS, "rollouts": ROLLOUTS, "new_tokens": NEW_TOKENS,
+                      "topk": TOPK,
                       "threads": 1, "rounds": a.rounds, "steps_counted_per_round": a.steps - 1, "model": a.model},
               "versions": versions(), "runners": table, "ratios": ratios}
     print(f"{'runner':<10} {'median s/step':>14} {'min':>7} {'max':>7} {'peak RSS MB':>12}")

@@ -12,7 +12,8 @@ from srpo_ref.tasks import DataNotFound
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="srpo-eval", description="avg@k evaluation on the paper, math/code or tiny suites.")
+    ap = argparse.ArgumentParser(prog="srpo-eval",
+                                 description="avg@k evaluation on the paper, math/code or tiny suites.")
     ap.add_argument("--model", required=True, help="model directory (save_pretrained format)")
     ap.add_argument("--suite", choices=sorted(SUITES), help="benchmark suite")
     ap.add_argument("--benchmarks", nargs="+", help="explicit benchmark names (overrides --suite)")
@@ -24,12 +25,14 @@ def main(argv=None) -> int:
     ap.add_argument("--max-model-len", type=int, default=None,
                     help="vLLM context length (default: the longest prompt plus --max-new-tokens; smaller is an error)")
     ap.add_argument("--grader", choices=["upstream", "strict"], default="upstream",
-                    help="MCQ/Tool Use scoring: the SDPO authors' (upstream, default) or the SPEC's strict reading; both are recorded")
+                    help="MCQ/Tool Use scoring: the SDPO authors' (upstream, default) or the SPEC's strict reading; "
+                         "both are recorded")
     ap.add_argument("--tooluse-system", default="none",
                     help="Tool Use system prompt: none (upstream, default), paraphrase, or a text file")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="first N questions of each benchmark")
-    ap.add_argument("--data-dir", default=None, help="local benchmark mirror (default: $SRPO_DATA_DIR or ../shared/data)")
+    ap.add_argument("--data-dir", default=None,
+                    help="local benchmark mirror (default: $SRPO_DATA_DIR or ../shared/data)")
     ap.add_argument("--out", required=True, type=Path)
     a = ap.parse_args(argv)
     if not a.suite and not a.benchmarks:
@@ -42,7 +45,8 @@ def main(argv=None) -> int:
     except (ValueError, OSError, DataNotFound) as e:
         print(f"srpo-eval: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({k: {"avg_at_k": round(v["avg_at_k"], 4), "stderr": round(v["avg_at_k_stderr"], 4)} for k, v in summary["benchmarks"].items()}, indent=1))
+    print(json.dumps({k: {"avg_at_k": round(v["avg_at_k"], 4), "stderr": round(v["avg_at_k_stderr"], 4)} for k,
+                      v in summary["benchmarks"].items()}, indent=1))
     return 0
 
 

@@ -36,12 +36,14 @@ import json
 import os
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from evals import metrics
 from srpo_ref import rewards, tasks
 from srpo_ref.rewards.code import sandbox
+from srpo_ref.rewards.code.jail import wire
 from srpo_ref.rollout import HFEngine, SamplingConfig, VLLMEngine
 from srpo_ref.teacher import chat_prompt_ids
 
@@ -121,7 +123,8 @@ def evalplus_examples(name: str) -> list[tasks.Example] | None:
         from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
 
         # evalplus reads the override variables once, at import: follow the current environment.
-        he.HUMANEVAL_OVERRIDE_PATH, mb.MBPP_OVERRIDE_PATH = os.environ.get(EVALPLUS_VARS["humaneval"]), os.environ.get(EVALPLUS_VARS["mbpp"])
+        he.HUMANEVAL_OVERRIDE_PATH, mb.MBPP_OVERRIDE_PATH = (os.environ.get(EVALPLUS_VARS["humaneval"]),
+                                                             os.environ.get(EVALPLUS_VARS["mbpp"]))
         if name == "humaneval":
             problems, hashcode, not_none = get_human_eval_plus(), get_human_eval_plus_hash(), []
         else:
@@ -134,13 +137,15 @@ def evalplus_examples(name: str) -> list[tasks.Example] | None:
     for task_id, p in problems.items():
         if name == "humaneval":
             user = f"Complete the following function.\n\n```python\n{p['prompt']}```"
-            meta = {"prompt": p["prompt"], "canonical_solution": p["canonical_solution"], "entry_point": p["entry_point"]}
+            meta = {"prompt": p["prompt"], "canonical_solution": p["canonical_solution"],
+                    "entry_point": p["entry_point"]}
         else:
             user = f"{p['prompt'].strip()}\nWrite the function `{p['entry_point']}` in Python."
             meta = {"canonical_solution": p["canonical_solution"], "entry_point": p["entry_point"]}
         gold = {"evalplus": name, "problem": p, "expected": expected[task_id]}
         eid = task_id if name == "humaneval" else f"mbpp-{task_id.split('/')[-1]}"
-        out.append(tasks.Example(eid, [{"role": "system", "content": tasks.CODE_SYSTEM}, {"role": "user", "content": user}],
+        out.append(tasks.Example(eid, [{"role": "system", "content": tasks.CODE_SYSTEM}, {"role": "user",
+                                                                                          "content": user}],
                                  gold, "code", meta))
     return out
 
@@ -149,23 +154,22 @@ def evalplus_expected(problems: dict, hashcode: str, not_none) -> dict:
     """evalplus's expected outputs and reference times (as its ``get_groundtruth``), but with
     each canonical solution run in the sandbox as a candidate of the judge (``judge="record"``),
     never in this process; cached under ``$XDG_CACHE_HOME/srpo/evalplus/<hash>.json``."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from srpo_ref.rewards.code.jail import wire
-
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "srpo" / "evalplus" / f"{hashcode}.json"
     if cache.exists():
         stored = json.loads(cache.read_text())
-        return {tid: {k: (wire.decode(v) if k in ("base", "plus") else v) for k, v in o.items()} for tid, o in stored.items()}
+        return {tid: {k: (wire.decode(v) if k in ("base", "plus") else v) for k, v in o.items()} for tid,
+                o in stored.items()}
 
     def record(item):
         task_id, p = item
         job = {"judge": "record", "candidate": p["prompt"] + p["canonical_solution"], "entry_point": p["entry_point"],
-               "inputs": {"base": p["base_input"], "plus": p["plus_input"]}, "output_not_none": p["entry_point"] in not_none,
+               "inputs": {"base": p["base_input"], "plus": p["plus_input"]},
+               "output_not_none": p["entry_point"] in not_none,
                "timeout_s": 600.0}
         res = sandbox.run_job(job, sandbox.Limits(timeout_s=600.0, memory_mb=4096))
         if not res.passed or res.outputs is None:
-            raise RuntimeError(f"{task_id}: the canonical solution did not run in the sandbox ({res.status}): {res.output_tail[-300:]}")
+            raise RuntimeError(f"{task_id}: the canonical solution did not run in the sandbox ({res.status}): "
+                               f"{res.output_tail[-300:]}")
         return task_id, res.outputs
 
     with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
@@ -174,7 +178,8 @@ def evalplus_expected(problems: dict, hashcode: str, not_none) -> dict:
     tmp = cache.with_suffix(".tmp")
     tmp.write_text(json.dumps(stored))
     tmp.replace(cache)
-    return {tid: {k: (wire.decode(v) if k in ("base", "plus") else v) for k, v in o.items()} for tid, o in stored.items()}
+    return {tid: {k: (wire.decode(v) if k in ("base", "plus") else v) for k, v in o.items()} for tid,
+            o in stored.items()}
 
 
 def load_examples(name: str, settings: EvalSettings) -> tuple[list[tasks.Example], str]:
@@ -222,12 +227,15 @@ def context_length(model_path: str, longest_prompt: int, settings: EvalSettings)
 
     need = longest_prompt + settings.max_new_tokens
     if settings.max_model_len is not None and settings.max_model_len < need:
-        raise ValueError(f"--max-model-len {settings.max_model_len} cannot hold the longest prompt ({longest_prompt} tokens) "
+        raise ValueError(f"--max-model-len {settings.max_model_len} cannot hold the longest prompt ({longest_prompt} "
+                         f"tokens) "
                          f"plus --max-new-tokens {settings.max_new_tokens}; raise it or lower --max-new-tokens")
     limit = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
     if limit is not None and need > limit:
-        raise ValueError(f"the longest prompt ({longest_prompt} tokens) plus --max-new-tokens {settings.max_new_tokens} "
-                         f"exceeds the model's context of {limit} tokens; lower --max-new-tokens or --limit the questions")
+        raise ValueError(f"the longest prompt ({longest_prompt} tokens) plus --max-new-tokens "
+                         f"{settings.max_new_tokens} "
+                         f"exceeds the model's context of {limit} tokens; lower --max-new-tokens or --limit the "
+                         f"questions")
     return settings.max_model_len or need
 
 
@@ -240,7 +248,8 @@ def make_engine(model_path: str, tokenizer, settings: EvalSettings, max_model_le
     from transformers import AutoModelForCausalLM
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
+    model = AutoModelForCausalLM.from_pretrained(model_path,
+                                                 dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device)
     return HFEngine(model, tokenizer)
 
 
@@ -268,10 +277,12 @@ def evaluate_benchmark(engine, name: str, examples: list[tasks.Example], prompts
                 ans = extracted_answer(ex, s.text)
                 for g in graders:
                     row[g].append(by_grader[g])
-                row_l.append(len(s.response_ids)), row_t.append(s.finish_reason == "length"), row_a.append(ans if isinstance(ans, str) else None)
-                record = {"question_id": ex.id, "sample": j, "text": s.text, "extracted": ans, "reward": by_grader[settings.grader],
+                (row_l.append(len(s.response_ids)), row_t.append(s.finish_reason == "length"),
+                 row_a.append(ans if isinstance(ans, str) else None))
+                record = {"question_id": ex.id, "sample": j, "text": s.text, "extracted": ans,
+                          "reward": by_grader[settings.grader],
                           "finish_reason": s.finish_reason, "tokens": len(s.response_ids)}
-                if ex.kind == "code":  # where the tests ran (README: The code judge)
+                if ex.kind == "code":  # where the tests ran (docs/judge.md: The code judge)
                     record["judge"] = tasks.code_judge(ex)
                 if graded_twice:
                     record["reward_by_grader"] = by_grader
@@ -288,7 +299,8 @@ def evaluate_benchmark(engine, name: str, examples: list[tasks.Example], prompts
         "metrics_by_grader": by_grader if graded_twice else None,
         "tests": tests_used,
         "n_questions": len(examples),
-        "judge_counts": dict(collections.Counter(tasks.code_judge(ex) for ex in examples)) if graders and examples and examples[0].kind == "code" else None,
+        "judge_counts": (dict(collections.Counter(tasks.code_judge(ex) for ex in examples))
+                         if graders and examples and examples[0].kind == "code" else None),
         "config": {**asdict(settings), "model": model_path, "engine": engine.name},
         "provenance": provenance(model_path),
         "wall_seconds": round(time.time() - t0, 3),
@@ -310,10 +322,12 @@ def provenance(model_path: str) -> dict:
         except Exception:
             versions[pkg] = None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent,
+                                timeout=10).stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         commit = None
-    return {"git_commit": commit, "versions": versions, "model_path": str(model_path), "weight_sha256": weight_hash(model_path),
+    return {"git_commit": commit, "versions": versions, "model_path": str(model_path),
+            "weight_sha256": weight_hash(model_path),
             "hardware": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                          "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
             "sandbox": sandbox.backend(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -334,7 +348,8 @@ def evaluate(model_path: str, benchmarks: list[str], settings: EvalSettings, out
     engine = make_engine(model_path, tokenizer, settings, context_length(model_path, longest, settings))
     per = {}
     for name, (examples, prompts, tests_used) in loaded.items():
-        per[name] = evaluate_benchmark(engine, name, examples, prompts, tests_used, settings, out / name, model_path)["metrics"]
+        per[name] = evaluate_benchmark(engine, name, examples, prompts, tests_used, settings, out / name,
+                                       model_path)["metrics"]
     summary = {"model": model_path, "benchmarks": per,
                "average_avg_at_k": sum(m["avg_at_k"] for m in per.values()) / len(per) if per else None}
     out.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from srpo_ref import tasks
+
 GATE = {"base_low": 0.15, "base_high": 0.70, "format": 0.90, "teacher_gain": 0.10}
 
 
@@ -47,26 +49,30 @@ def _pct(x) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| candidate | warm-up answers: examples (own answers right) | response budget | format | base avg@k [95% CI] | "
-           "student acc. | teacher − student [95% CI] (questions) | truncated | gate |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| candidate | warm-up answers: examples (own answers right) | response budget | format | base avg@k [95% "
+           "CI] | "
+           "student acc. | teacher − student [95% CI] (questions) | truncated | gate |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pre, g, w = r["precheck"], r["gate"], r["warmup"]
         b = pre["base"]["avg_at_k"]
         t = pre["teacher"]
         gain = t.get("teacher_minus_student")
-        gain_s = f"{_pct(gain['mean'])} [{_pct(gain['low'])}, {_pct(gain['high'])}] ({t['questions']})" if gain and t["questions"] > 1 else f"n/a ({t['questions']})"
+        gain_s = (f"{_pct(gain['mean'])} [{_pct(gain['low'])}, {_pct(gain['high'])}] ({t['questions']})"
+                  if gain and t["questions"] > 1 else f"n/a ({t['questions']})")
         failed = [k for k, v in g.items() if k != "passes" and not v]
         right = f" ({w['own_answers_right']:.0f} right)" if w.get("own_answers_right") is not None else ""
-        out.append(f"| {r['candidate']} | {w.get('answers', 'random')}: {w['examples']}{right} | {pre['rollout']['max_new_tokens']} | "
+        out.append(f"| {r['candidate']} | {w.get('answers', 'random')}: {w['examples']}{right} | "
+                   f"{pre['rollout']['max_new_tokens']} | "
                    f"{_pct(pre['student']['format_compliance'])}% | "
-                   f"{_pct(b['mean'])} [{_pct(b['low'])}, {_pct(b['high'])}] | {_pct(pre['student']['accuracy'])} | {gain_s} | "
-                   f"{_pct(pre['student']['truncated'])}% | {'passes' if g['passes'] else 'fails: ' + ', '.join(failed)} |")
+                   f"{_pct(b['mean'])} [{_pct(b['low'])}, {_pct(b['high'])}] | {_pct(pre['student']['accuracy'])} | "
+                   f"{gain_s} | "
+                   f"{_pct(pre['student']['truncated'])}% | "
+                   f"{'passes' if g['passes'] else 'fails: ' + ', '.join(failed)} |")
     return "\n".join(out)
 
 
 def main(argv=None) -> None:
-    from srpo_ref import tasks
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="the converted base model (before any warm-up)")
     p.add_argument("--out-dir", required=True, type=Path)
@@ -86,8 +92,10 @@ def main(argv=None) -> None:
         if not (d / "precheck.json").exists():
             common = ["--data-dir", a.data_dir] if a.data_dir else []
             if not (d / "model" / "format_warmup.json").exists():
-                subprocess.run([sys.executable, "-m", "srpo_ref.models.format_warmup", "--model", a.model, "--out", str(d / "model"),
-                                "--benchmark", name, "--examples", str(a.warmup_examples), "--epochs", str(a.warmup_epochs),
+                subprocess.run([sys.executable, "-m", "srpo_ref.models.format_warmup", "--model", a.model, "--out",
+                                str(d / "model"),
+                                "--benchmark", name, "--examples", str(a.warmup_examples), "--epochs",
+                                str(a.warmup_epochs),
                                 "--answers", a.answers, *common], check=True, env=os.environ)
             subprocess.run([sys.executable, "-m", "evals.prechecks", "--model", str(d / "model"), "--benchmark", name,
                             "--n", str(a.n), "--k", str(a.k), "--max-response-tokens", str(a.max_response_tokens),

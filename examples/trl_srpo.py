@@ -42,7 +42,8 @@ from datasets import Dataset, load_dataset
 
 from srpo_ref.integrations.trl import SRPOConfig, SRPOTrainer
 
-OPTIONS = {"A": ("even", "below 500"), "B": ("odd", "below 500"), "C": ("even", "500 or more"), "D": ("odd", "500 or more")}
+OPTIONS = {"A": ("even", "below 500"), "B": ("odd", "below 500"), "C": ("even", "500 or more"), "D": ("odd",
+                                                                                                      "500 or more")}
 SYSTEM = "Pick one option. Respond as <reasoning>...</reasoning> <answer>letter</answer>."
 
 
@@ -79,7 +80,8 @@ def reward(completions, answer, **kwargs) -> list[float]:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="a model id or save_pretrained directory")
-    ap.add_argument("--dataset", help="a dataset id or local path with 'prompt' and 'answer' columns (default: tiny in-memory)")
+    ap.add_argument("--dataset",
+                    help="a dataset id or local path with 'prompt' and 'answer' columns (default: tiny in-memory)")
     ap.add_argument("--split", default="train")
     ap.add_argument("--output-dir", default="runs/trl_srpo")
     ap.add_argument("--max-steps", type=int, default=3)
@@ -115,7 +117,8 @@ def main(argv=None):
     if a.lora_r:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, target_modules="all-linear", task_type="CAUSAL_LM")
+        peft_config = LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, target_modules="all-linear",
+                                 task_type="CAUSAL_LM")
     trainer = SRPOTrainer(model=a.model, reward_funcs=reward, args=args, train_dataset=train, peft_config=peft_config)
     trainer.train()
     if not trainer.accelerator.is_main_process:

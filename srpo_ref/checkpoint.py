@@ -84,7 +84,8 @@ def latest(out: Path) -> Path | None:
 def load(trainer, ckpt: Path) -> None:
     state = _states(trainer)
     dcp.load(state, checkpoint_id=str(ckpt / "state"))
-    set_state_dict(trainer.model, trainer.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    set_state_dict(trainer.model, trainer.optimizer, model_state_dict=state["model"],
+                   optim_state_dict=state["optimizer"])
     if trainer.teacher is not None:
         set_model_state_dict(trainer.teacher, state["teacher"])
     meta = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)

@@ -143,7 +143,7 @@ class MethodConfig:
     # 0.9: what a third-party verl fork's "trust-region" teacher uses
     teacher_mix: float = checked(0.9, lambda v: 0 <= v <= 1, "in [0, 1]", "lambda of teacher=mix")
     ema_rate: float = checked(0.05, lambda v: 0 <= v <= 1, "in [0, 1]", "the EMA teacher's update rate")
-    # public SRPO implementations differ here (README: "Where public SRPO implementations differ")
+    # public SRPO implementations differ here (docs/method.md: "Where public SRPO implementations differ")
     weight_normalizer: str = choice("step", ("step", "update", "micro_batch"),
                                     "the entropy weights' normaliser: their mean over the step (SPEC section 5), "
                                     "the update or the micro-batch")

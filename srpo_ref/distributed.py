@@ -112,7 +112,8 @@ def decoder_layers(model) -> list[torch.nn.Module]:
     base = getattr(model, model.base_model_prefix, None)
     layers = getattr(base, "layers", None)
     if layers is None:
-        raise ValueError(f"{type(model).__name__}: no decoder layers at model.{model.base_model_prefix}.layers to shard")
+        raise ValueError(f"{type(model).__name__}: no decoder layers at model.{model.base_model_prefix}.layers "
+                         "to shard")
     return list(layers)
 
 
@@ -126,7 +127,8 @@ def mesh(device: torch.device, sharding: str, shard_size: int | None = None):
         return init_device_mesh(device.type, (world(),))
     size = shard_size or int(os.environ.get("LOCAL_WORLD_SIZE", world()))
     if world() % size:
-        raise ValueError(f"run.sharding=hsdp: the world size {world()} is not a multiple of the shard group size {size}")
+        raise ValueError(f"run.sharding=hsdp: the world size {world()} is not a multiple of the shard group "
+                         f"size {size}")
     return init_device_mesh(device.type, (world() // size, size), mesh_dim_names=("replicate", "shard"))
 
 
@@ -139,7 +141,8 @@ def shard(model, compute_dtype: torch.dtype | None, device_mesh, inference_only:
     ``model`` may live on the meta device (``srpo_ref.loading`` then materialises the shards)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mp = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32) if compute_dtype else MixedPrecisionPolicy()
+    mp = MixedPrecisionPolicy(param_dtype=compute_dtype,
+                              reduce_dtype=torch.float32) if compute_dtype else MixedPrecisionPolicy()
     for layer in decoder_layers(model):
         fully_shard(layer, mesh=device_mesh, mp_policy=mp)
     fully_shard(model, mesh=device_mesh, mp_policy=mp, reshard_after_forward=True if inference_only else None)

@@ -44,8 +44,9 @@ Splitting a sequence at any point costs the same as running it whole:
 Not counted: element-wise work (norms, rotary embeddings, activations, softmax, residual adds),
 the input embedding lookup, the optimizer. The ``2 N_ne`` term counts the norm weights as if they
 were matmul weights: an excess of their share of ``N_ne`` (under 0.2% for the models here).
-Attention is counted causally, as a causal kernel such as FlashAttention computes it; dense (eager) attention computes the full square, about ``2 L / (L + 1)``
-times more attention FLOPs than counted here.
+Attention is counted causally, as a causal kernel such as FlashAttention computes it; dense (eager)
+attention computes the full square, about ``2 L / (L + 1)`` times more attention FLOPs than
+counted here.
 
 Phases (``pairs`` = one ``(prompt_len, response_len)`` per rollout). Each rollout's whole sequence
 counts, as the method's cost, whether or not a prefix is shared or cached by the engine:
@@ -167,7 +168,8 @@ class FlopModel:
         """A training forward + backward over prompt + response, logits at the response."""
         return sum(self.train(p + r, r, checkpointing) for p, r in pairs)
 
-    def computed(self, segments: Iterable[tuple[int, int, int]], backward: bool = False, checkpointing: bool = False) -> float:
+    def computed(self, segments: Iterable[tuple[int, int, int]], backward: bool = False,
+                 checkpointing: bool = False) -> float:
         """What a forward (``backward``: and its backward) really computed, from its batch's
         ``segments`` ``(new tokens, logit positions, cached context)``: a shared prefix counts
         once. The budget's FLOPs above are the method's (whole sequences); these measure the

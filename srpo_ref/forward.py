@@ -97,7 +97,8 @@ def _shared_prefix_batch(prefixes, responses, resp, mask, pad_id, device) -> Bat
     position = torch.tensor([len(p) - 1 for p in prefixes])[:, None] + torch.arange(T)[None]
     n_computed = sum(len(h) for h in heads) + int(suffix_attn.sum())
     # a row is its prefix's last token and its response but the last token (one token when empty)
-    segments = [(len(h), 0, 0) for h in heads] + [(max(1, len(r)), len(r), len(p) - 1) for p, r in zip(prefixes, responses)]
+    segments = [(len(h), 0, 0) for h in heads] + [(max(1, len(r)), len(r), len(p) - 1) for p, r in zip(prefixes,
+                                                                                                       responses)]
     return Batch(ids.to(device), attn.to(device), None, resp.to(device), mask.to(device), position.to(device),
                  prefix_ids.to(device), prefix_attn.to(device), index.to(device), n_computed, segments)
 
@@ -186,7 +187,8 @@ def _forward(model, batch: Batch, autocast_dtype, on_final_norm, logits_to_keep:
         handle = getattr(model, model.base_model_prefix).norm.register_forward_hook(on_final_norm)
         try:
             with keep_cache():
-                logits = model(input_ids=batch.ids, attention_mask=batch.attn, logits_to_keep=logits_to_keep, **kwargs).logits
+                logits = model(input_ids=batch.ids, attention_mask=batch.attn, logits_to_keep=logits_to_keep,
+                               **kwargs).logits
         finally:
             handle.remove()
     return logits if anchor is None else logits + anchor

@@ -124,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m srpo_ref.launch",
         description="Build (and run) the shell line that starts srpo_ref.run on CPU, one GPU node or "
                     "several slurm nodes. Arguments after `--` go to the trainer.")
-    p.add_argument("--nodes", type=int, default=1, help="nodes (> 1: srun, one task per node; run it inside a slurm job)")
+    p.add_argument("--nodes", type=int, default=1,
+                   help="nodes (> 1: srun, one task per node; run it inside a slurm job)")
     p.add_argument("--gpus", type=int, default=0, help="GPUs per node, one rank each (0: one CPU process)")
     p.add_argument("--cores", type=int, default=None, help="CPU cores per node (default: this machine's usable cores)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="rendezvous port on the head node")

@@ -41,7 +41,8 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
                        "BOOL": torch.bool}
 
 
-def load_policy(cfg, device: torch.device, compute_dtype: torch.dtype | None, with_teacher: bool, chunk_bytes: int = CHUNK_BYTES):
+def load_policy(cfg, device: torch.device, compute_dtype: torch.dtype | None, with_teacher: bool,
+                chunk_bytes: int = CHUNK_BYTES):
     """``(model, teacher or None)`` in fp32 master weights, laid out as ``cfg.run.sharding`` says."""
     from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -373,7 +373,8 @@ class _TopKLogProbs(torch.autograd.Function):
         return grad.view_as(logits), None, None, None
 
 
-def topk_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0, chunk: int | None = None) -> torch.Tensor:
+def topk_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0,
+                  chunk: int | None = None) -> torch.Tensor:
     """``[log p(ids), log(1 - sum p(ids))]`` under ``softmax(logits / temperature)``:
     ``[B, T, V], [B, T, K] -> [B, T, K + 1]``, differentiable, in chunks of positions."""
     if ids.shape[:-1] != logits.shape[:-1]:
@@ -449,7 +450,8 @@ def mix_logits(reference_logits: torch.Tensor, student_logits: torch.Tensor, lam
     return lam * reference_logits + (1.0 - lam) * student_logits
 
 
-def entropy_weight_sum(entropy: torch.Tensor, mask: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def entropy_weight_sum(entropy: torch.Tensor, mask: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tensor,
+                                                                                              torch.Tensor]:
     """``(sum of exp(-beta * H) over mask, number of masked tokens)``: the two numbers a caller
     adds up over micro-batches and ranks to form the step-wide normaliser."""
     mask = mask.float()
@@ -576,7 +578,8 @@ def srpo_objective(
         "grpo_tokens_count": (mask * (routing.grpo_coef[:, None].to(mask) > 0)).sum(),
         "grpo_loss_sum": grpo_sum.detach(),
     }
-    metrics = {"sdpo_tokens_count": 0.0, "sdpo_loss_sum": 0.0, "teacher_entropy_sum": 0.0, "weight_sum": 0.0, "raw_weight_sum": 0.0,
+    metrics = {"sdpo_tokens_count": 0.0, "sdpo_loss_sum": 0.0, "teacher_entropy_sum": 0.0, "weight_sum": 0.0,
+               "raw_weight_sum": 0.0,
                "weight_sq_sum": 0.0, "weight_min": float("inf"), "weight_max": float("-inf")}
     rows = torch.nonzero(sdpo_rows).flatten()
     if len(rows):
@@ -614,18 +617,21 @@ def _distillation_terms(rows, mask, cfg: LossConfig, student_logits, teacher_log
     for name, x in (("student_logits", student_logits), ("teacher_logits", teacher_logits), ("topk_ids", topk_ids),
                     ("teacher.logp", None if teacher is None else teacher.logp)):
         if x is not None and tuple(x.shape[:2]) != tuple(mask.shape):
-            raise ValueError(f"{name} {tuple(x.shape)} does not cover the mask's rows and positions {tuple(mask.shape)}")
+            raise ValueError(f"{name} {tuple(x.shape)} does not cover the mask's rows and positions "
+                             f"{tuple(mask.shape)}")
     if teacher is not None:
         if topk_ids is None or cfg.topk is None:
             raise ValueError("teacher stats need the student's top-K ids (and method.topk set)")
         student_topk = topk_logprobs(student_logits[rows], topk_ids[rows], cfg.temperature)
         l_sdpo = distillation_loss_topk(student_topk, teacher.logp[rows], cfg.alpha, cfg.add_tail)
         return l_sdpo, weight_entropy(cfg, student_logits[rows], teacher=teacher.rows(rows), topk_ids=topk_ids[rows])
-    l_sdpo = distillation_loss(student_logits[rows], teacher_logits[rows], cfg.topk, cfg.alpha, cfg.add_tail, cfg.temperature)
+    l_sdpo = distillation_loss(student_logits[rows], teacher_logits[rows], cfg.topk, cfg.alpha, cfg.add_tail,
+                               cfg.temperature)
     return l_sdpo, weight_entropy(cfg, student_logits[rows], teacher_logits[rows])
 
 
-def weight_entropy(cfg: LossConfig, student_logits: torch.Tensor | None = None, teacher_logits: torch.Tensor | None = None,
+def weight_entropy(cfg: LossConfig, student_logits: torch.Tensor | None = None,
+                   teacher_logits: torch.Tensor | None = None,
                    teacher: TeacherStats | None = None, topk_ids: torch.Tensor | None = None) -> torch.Tensor:
     """``H`` of the entropy weights, ``[B, T]``, per ``cfg.entropy_source``: ``full``, the
     teacher's entropy over the whole vocabulary (ours, SPEC section 5); ``topk_tail``, over its

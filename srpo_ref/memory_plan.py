@@ -226,7 +226,8 @@ def shard_degree(cfg, gpus: int, gpus_per_node: int | None = None) -> int:
     if cfg.run.sharding == "fsdp":
         return gpus
     if cfg.run.sharding == "hsdp":
-        size = gpus_per_node or getattr(cfg.run, "hsdp_shard_size", None) or int(os.environ.get("LOCAL_WORLD_SIZE", 0)) or 8
+        size = gpus_per_node or getattr(cfg.run, "hsdp_shard_size", None) or int(os.environ.get("LOCAL_WORLD_SIZE",
+                                                                                                0)) or 8
         return max(1, min(size, gpus))
     return 1
 
@@ -234,7 +235,8 @@ def shard_degree(cfg, gpus: int, gpus_per_node: int | None = None) -> int:
 def _dims(cfg, s: Shape, d: int, gpu: bool, padded: bool) -> SimpleNamespace:
     """The sizes every term is made of: the run's shape, the micro-batch, the teacher's inputs,
     the vocabulary chunks, and the per-token helpers of a padded micro-batch."""
-    x = SimpleNamespace(s=s, d=d, gpu=gpu, cb=DTYPE_BYTES[cfg.model.dtype], sharded=cfg.run.sharding in ("fsdp", "hsdp"))
+    x = SimpleNamespace(s=s, d=d, gpu=gpu, cb=DTYPE_BYTES[cfg.model.dtype], sharded=cfg.run.sharding in ("fsdp",
+                                                                                                         "hsdp"))
     x.distils = cfg.method.name != "grpo"  # the teacher's forward runs (ema/frozen teacher, or the student itself)
     x.has_teacher = x.distils and cfg.method.teacher in ("ema", "frozen")
     x.vllm = cfg.rollout.engine == "vllm"
@@ -253,7 +255,8 @@ def _dims(cfg, s: Shape, d: int, gpu: bool, padded: bool) -> SimpleNamespace:
     x.BTV, x.RTV = x.B * x.T * x.V, x.R * x.T * x.V
     x.shared = cfg.optim.shared_prefix
     x.ckpt = cfg.model.gradient_checkpointing
-    x.old_logprob = cfg.optim.old_logprob == "always" or cfg.rollout.prompts_per_step // cfg.optim.mini_batch_prompts > 1
+    x.old_logprob = (cfg.optim.old_logprob == "always"
+                     or cfg.rollout.prompts_per_step // cfg.optim.mini_batch_prompts > 1)
     # A padded micro-batch (the rule in training: responses differ in length): transformers passes
     # a boolean [B, 1, L, L] mask, which each attention call converts to the compute dtype (and the
     # backward keeps), and repeats the keys and values to the query heads (no grouped-query kernel
@@ -308,7 +311,8 @@ def _teacher_and_output_terms(x: SimpleNamespace, t: dict) -> None:
         x.teacher_hidden = 2 * teacher_cache + 2 * R * T * H * cb + mask(R, T, St)
     else:
         teacher_fwd = R * St * H * cb + x.layer_temp(R * St) + (2 + cb) * mask(R, St, St)
-        x.teacher_hidden = R * St * H * cb + R * T * H * cb + mask(R, St, St)  # its last hidden states, the responses' cut
+        x.teacher_hidden = R * St * H * cb + R * T * H * cb + mask(R, St,
+                                                                   St)  # its last hidden states, the responses' cut
     t["teacher_forward"] = teacher_fwd if x.distils else 0.0
     V = x.V
     if x.sharded:
@@ -329,7 +333,8 @@ def _moments(x: SimpleNamespace, t: dict) -> dict[str, float]:
     saved = t["gathered"] + t["activations"] + t["prefix_cache"] + t["logits"] + t["topk"]
     moments = {
         "student forward": t["gathered"] + t["activations"] + t["prefix_cache"] + t["logits"] + t["logits_cast"],
-        "loss": saved + (t["logits_copy"] if distils else 0) + max(chunks["forward"], chunks["distil_forward"] if distils else 0),
+        "loss": saved + (t["logits_copy"] if distils else 0) + max(chunks["forward"],
+                                                                   chunks["distil_forward"] if distils else 0),
         "logits backward": saved + max(2 * t["logits_copy"] + chunks["distil_backward"] if distils else 0,
                                        t["logits_grads"] + chunks["token_backward"]),
         "layers backward": saved + t["recompute"] + t["layer_backward"] + x.out_hold + x.layer_grads,
@@ -337,11 +342,12 @@ def _moments(x: SimpleNamespace, t: dict) -> dict[str, float]:
     }
     if distils:
         moments["teacher forward"] = saved + t["logits_copy"] + t["teacher_gathered"] + t["teacher_forward"]
-        moments["teacher head"] = saved + t["logits_copy"] + t["teacher_gathered"] + x.teacher_hidden + chunks["teacher"]
+        moments["teacher head"] = (saved + t["logits_copy"] + t["teacher_gathered"] + x.teacher_hidden
+                                   + chunks["teacher"])
     if x.old_logprob:
         B, S = x.B, x.S
-        moments["old log-probs"] = (t["gathered"] + t["logits"] + t["logits_cast"] + chunks["forward"] + t["prefix_cache"]
-                                    + x.layer_temp(B * S) + (2 + x.cb) * x.mask(B, S, S))
+        moments["old log-probs"] = (t["gathered"] + t["logits"] + t["logits_cast"] + chunks["forward"]
+                                    + t["prefix_cache"] + x.layer_temp(B * S) + (2 + x.cb) * x.mask(B, S, S))
     return {k: moments[k] for k in MOMENTS if k in moments}
 
 
@@ -350,7 +356,8 @@ def _vllm_budget(cfg, x: SimpleNamespace, t: dict) -> dict | None:
     if not x.vllm:
         return None
     tp = x.tp
-    kv_per_token = 2 * x.L * max(x.s.kv_dim / tp, x.s.head_dim) * 2  # bf16 keys and values, kv heads split over TP ranks
+    kv_per_token = 2 * x.L * max(x.s.kv_dim / tp,
+                                 x.s.head_dim) * 2  # bf16 keys and values, kv heads split over TP ranks
     max_len = x.W + max(x.T, cfg.eval.max_new_tokens)
     weights = 2 * x.N / tp
     room = t["vllm"] - weights
@@ -363,7 +370,8 @@ def plan(cfg, gpus: int = 1, gpu_gib: float = 80.0, shape: Shape | None = None, 
     """Bytes per GPU, by term and by moment, and the peak of each phase. ``gpus`` ranks train data
     parallel; ``device="cpu"`` drops the GPU-only allowances (what ``measure_peak`` sees);
     ``padded=False`` plans micro-batches of equal-length rows (no attention mask)."""
-    x = _dims(cfg, shape or model_shape(cfg.model.path), shard_degree(cfg, gpus, gpus_per_node), device == "cuda", padded)
+    x = _dims(cfg, shape or model_shape(cfg.model.path), shard_degree(cfg, gpus, gpus_per_node), device == "cuda",
+              padded)
     t: dict[str, float] = {}
     _student_terms(x, t)
     _teacher_and_output_terms(x, t)
@@ -411,9 +419,11 @@ def render(p: dict) -> str:
         lines.append(f"  vLLM: tensor parallel {v['tensor_parallel']}, weights {v['weights'] / GIB:.2f} GiB per GPU, "
                      f"{v['kv_room'] / GIB:.2f} GiB left for its KV cache and activations "
                      f"({v['sequences']:.1f} sequences of {v['max_model_len']} tokens)")
-    lines.append(f"  update phase {g(p['update_phase'])} (at the {p['update_at']})   generation phase {g(p['generation_phase'])}"
+    lines.append(f"  update phase {g(p['update_phase'])} (at the {p['update_at']})   generation phase "
+                 f"{g(p['generation_phase'])}"
                  f"   loading phase {g(p['loading_phase'])}   vLLM sleep mode: {'on' if p['vllm_sleep'] else 'off'}")
-    lines.append(f"peak per GPU: {p['peak'] / GIB:.2f} GiB of {p['gpu_gib']:g} GiB" + ("" if p["fits"] else "  (DOES NOT FIT)"))
+    lines.append(f"peak per GPU: {p['peak'] / GIB:.2f} GiB of {p['gpu_gib']:g} GiB"
+                 + ("" if p["fits"] else "  (DOES NOT FIT)"))
     return "\n".join(lines)
 
 

@@ -93,7 +93,8 @@ def accumulate_metrics(into: dict, metrics: dict) -> None:
             into[k] = into.get(k, 0.0) + v
 
 
-_LOSS_SUMS = ("grpo_loss_sum", "sdpo_loss_sum", "teacher_entropy_sum", "weight_sum", "weight_sq_sum", "sdpo_tokens_count",
+_LOSS_SUMS = ("grpo_loss_sum", "sdpo_loss_sum", "teacher_entropy_sum", "weight_sum", "weight_sq_sum",
+              "sdpo_tokens_count",
               "tokens_count", "raw_weight_sum")
 
 
@@ -228,7 +229,8 @@ def provenance() -> dict:
 
     try:
         commit = _git("rev-parse", "HEAD").strip()
-        dirty = bool(_git("status", "--porcelain", "--", ".", ":!results").strip())  # outputs under results/ do not count
+        dirty = bool(_git("status", "--porcelain", "--", ".",
+                          ":!results").strip())  # outputs under results/ do not count
     except (OSError, subprocess.TimeoutExpired):
         commit, dirty = None, None
     return {"git_commit": commit, "git_dirty": dirty, "python": platform.python_version(), "torch": torch.__version__,

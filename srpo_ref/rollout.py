@@ -4,9 +4,9 @@
 (token ids, chat template already applied). Every sample records its response ids, text, finish
 reason ("stop" or "length") and, where the engine provides them, the log-probs it sampled with.
 ``engine.seed_rank`` (optional; default the rank) says whose seed the engine samples with: ranks
-that share a tensor-parallel engine share one. ``engine.sync_weights(model)`` makes the engine generate with the trainer's current weights,
-and, optionally, ``engine.sleep()`` frees what it holds on the GPU until the next
-``sync_weights`` and ``engine.shutdown()`` stops it.
+that share a tensor-parallel engine share one. ``engine.sync_weights(model)`` makes the engine
+generate with the trainer's current weights, and, optionally, ``engine.sleep()`` frees what it
+holds on the GPU until the next ``sync_weights`` and ``engine.shutdown()`` stops it.
 
 - ``HFEngine``: Hugging Face ``generate`` on the trainer's own model object (CPU or GPU); weights
   are always in sync; no rollout log-probs (the truncated importance weight is then 1). Each
@@ -96,7 +96,8 @@ class HFEngine:
 
     def generate(self, prompt_ids: list[list[int]], n: int, sampling: SamplingConfig) -> list[list[Sample]]:
         device = next(self.model.parameters()).device
-        autocast = torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype else contextlib.nullcontext()
+        autocast = torch.autocast(device.type,
+                                  dtype=self.autocast_dtype) if self.autocast_dtype else contextlib.nullcontext()
         with autocast:
             return self._generate(prompt_ids, n, sampling, device)
 
@@ -277,12 +278,14 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         if self.asleep:
-            raise RuntimeError("VLLMEngine.generate on a sleeping engine: sync_weights first (its weights were dropped)")
+            raise RuntimeError("VLLMEngine.generate on a sleeping engine: sync_weights first "
+                               "(its weights were dropped)")
         greedy = sampling.temperature == 0  # vLLM refuses n > 1 with greedy decoding: repeat the one
         per_prompt = 1 if greedy else n
         params = [SamplingParams(
             n=per_prompt, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-            max_tokens=sampling.max_new_tokens, seed=sampling.seed + i * per_prompt, logprobs=0 if self.return_logprobs else None,
+            max_tokens=sampling.max_new_tokens, seed=sampling.seed + i * per_prompt,
+                                 logprobs=0 if self.return_logprobs else None,
         ) for i in range(len(prompt_ids))]
         prompts = [{"prompt_token_ids": list(p)} for p in prompt_ids]
         results = self.llm.generate(prompts, params, use_tqdm=False)
@@ -293,7 +296,8 @@ class VLLMEngine:
                 lps = None
                 if self.return_logprobs and c.logprobs is not None:
                     lps = [float(step[tok].logprob) for step, tok in zip(c.logprobs, c.token_ids)]
-                group.append(Sample(list(c.token_ids), c.text, "length" if c.finish_reason == "length" else "stop", lps))
+                group.append(Sample(list(c.token_ids), c.text, "length" if c.finish_reason == "length" else "stop",
+                                    lps))
             out.append(group * n if greedy else group)
         return out
 

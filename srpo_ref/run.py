@@ -44,7 +44,8 @@ def _resume(trainer: Trainer) -> list[dict]:
         truncate_jsonl(out / "steps.jsonl", trainer.step)
         kept_val = truncate_jsonl(out / "val.jsonl", trainer.step)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        (out / "provenance.json").write_text(json.dumps({**provenance(), "resumed_from_step": trainer.step, "world_size": world(),
+        (out / "provenance.json").write_text(json.dumps({**provenance(), "resumed_from_step": trainer.step,
+                                                         "world_size": world(),
                                                          "n_params": trainer.n_params}, indent=2))
     return kept_val
 
@@ -72,7 +73,8 @@ def train(cfg: TrainConfig) -> Path:
     has_start = all_sum(torch.tensor(float(any(v.get("step") == 0 for v in kept_val)))).item() > 0
     if trainer.step == 0 and cfg.eval.at_start and cfg.eval.val_every > 0 and not has_start:
         log_val()
-    bar = tqdm(total=cfg.run.max_steps, initial=trainer.step, desc=f"{cfg.method.name}:{cfg.data.benchmark}", unit="step",
+    bar = tqdm(total=cfg.run.max_steps, initial=trainer.step, desc=f"{cfg.method.name}:{cfg.data.benchmark}",
+               unit="step",
                disable=not cfg.run.progress or rank() != 0, mininterval=1 if sys.stderr.isatty() else 30)
     last_cost = [0.0]  # what the previous step consumed, in the budget's unit
 
@@ -92,7 +94,8 @@ def train(cfg: TrainConfig) -> Path:
         last_cost[0] = trainer.consumed(cfg.run.budget_unit) - before
         loggers.record("train", rec)
         bar.update(1)
-        bar.set_postfix(reward=f"{rec['reward_mean']:.3f}", sdpo=f"{rec['frac_sdpo']:.2f}", s_per_step=f"{rec['seconds']['step']:.2f}", refresh=False)
+        bar.set_postfix(reward=f"{rec['reward_mean']:.3f}", sdpo=f"{rec['frac_sdpo']:.2f}",
+                        s_per_step=f"{rec['seconds']['step']:.2f}", refresh=False)
         last = trainer.step >= cfg.run.max_steps or budget_spent()
         if cfg.eval.val_every > 0 and (trainer.step % cfg.eval.val_every == 0 or last):
             log_val()
@@ -103,7 +106,8 @@ def train(cfg: TrainConfig) -> Path:
     checkpoint.export_hf(trainer.model, trainer.tokenizer, out / "final", getattr(torch, cfg.model.dtype))
     if rank() == 0:
         (out / "DONE").write_text(json.dumps({"steps": trainer.step, "train_seconds": trainer.train_seconds,
-                                              "train_flops": trainer.train_flops, "train_tokens": trainer.train_tokens}))
+                                              "train_flops": trainer.train_flops,
+                                              "train_tokens": trainer.train_tokens}))
     loggers.close()
     distributed.barrier()  # the last collective of the trainer's: vLLM's shutdown takes the process group with it
     getattr(trainer.engine, "shutdown", lambda: None)()
@@ -121,18 +125,23 @@ def _profile_to_train_config(path: str, overrides: list[str]) -> tuple[str, list
         return path, overrides
     paths = [m["path"] for m in raw["models"].values() if m.get("path")]
     extra = [f"model.path={paths[-1]}"] if paths else []
-    return raw["train"]["config"], [*extra, *raw["train"].get("overrides", []), *overrides]
+    return raw["train"]["config"], [*extra, *overrides]  # the trainer YAML holds every other setting
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="srpo-train", description="Train a policy with GRPO, SDPO or SRPO (see srpo_ref/run.py).")
-    ap.add_argument("--config", required=False, help="YAML config (sections: model, data, rollout, optim, method, eval, run)")
+    ap = argparse.ArgumentParser(prog="srpo-train",
+                                 description="Train a policy with GRPO, SDPO or SRPO (see srpo_ref/run.py).")
+    ap.add_argument("--config", required=False,
+                    help="YAML config (sections: model, data, rollout, optim, method, eval, run)")
     ap.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. method.name=grpo run.seed=1")
-    ap.add_argument("--memory-plan", action="store_true", help="print the per-GPU memory plan of this config and exit (srpo_ref/memory_plan.py)")
-    ap.add_argument("--gpus", type=int, default=None, help="--memory-plan: GPUs (ranks) of the run (default: $WORLD_SIZE or 1)")
+    ap.add_argument("--memory-plan", action="store_true",
+                    help="print the per-GPU memory plan of this config and exit (srpo_ref/memory_plan.py)")
+    ap.add_argument("--gpus", type=int, default=None,
+                    help="--memory-plan: GPUs (ranks) of the run (default: $WORLD_SIZE or 1)")
     ap.add_argument("--gpu-gib", type=float, default=80.0, help="--memory-plan: memory of one GPU in GiB (default 80)")
     ap.add_argument("--gpus-per-node", type=int, default=None,
-                    help="--memory-plan: GPUs per node, the shard degree of run.sharding=hsdp (default: run.hsdp_shard_size, "
+                    help="--memory-plan: GPUs per node, the shard degree of run.sharding=hsdp (default: "
+                         "run.hsdp_shard_size, "
                          "$LOCAL_WORLD_SIZE, else 8)")
     a = ap.parse_args(argv)
     if a.memory_plan and a.config:

@@ -66,5 +66,6 @@ def teacher_input_ids(
     tokenizer, prompt_messages: list[dict], demo_text: str, response_ids: list[int], max_demo_tokens: int | None = 10240
 ) -> tuple[list[int], int]:
     """``(ids, prompt_len)``: the teacher's prompt ids followed by the student's response ids."""
-    prompt_ids = chat_prompt_ids(tokenizer, build_teacher_messages(prompt_messages, demo_text, tokenizer, max_demo_tokens))
+    prompt_ids = chat_prompt_ids(tokenizer, build_teacher_messages(prompt_messages, demo_text, tokenizer,
+                                                                   max_demo_tokens))
     return prompt_ids + list(response_ids), len(prompt_ids)

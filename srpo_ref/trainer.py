@@ -105,7 +105,8 @@ class Trainer:
         self.engine = build.engine(cfg, self.model, self.tokenizer, self.train_set + self.test_set, self.sharded,
                                    self.autocast)
         self.n_updates = cfg.rollout.prompts_per_step // cfg.optim.mini_batch_prompts
-        self.executor = UpdateExecutor(self.model, self.teacher, self.optimizer, self.tokenizer.pad_token_id, self.device, cfg,
+        self.executor = UpdateExecutor(self.model, self.teacher, self.optimizer, self.tokenizer.pad_token_id,
+                                       self.device, cfg,
                                        self.loss_cfg, self.autocast, self.flop_model, self.sharded)
         self.step = 0
         # training consumed so far (validation excluded), in every budget unit
@@ -171,7 +172,8 @@ class Trainer:
 
         group_ids = torch.tensor([pi for pi, _ in samples])  # 5. update(s), one per mini-batch of prompts
         per_rank = cfg.optim.mini_batch_prompts // world()
-        updates = [self.executor.update(rows[(group_ids >= u * per_rank) & (group_ids < (u + 1) * per_rank)], data, timer, cost)
+        updates = [self.executor.update(rows[(group_ids >= u * per_rank) & (group_ids < (u + 1) * per_rank)], data,
+                                        timer, cost)
                    for u in range(self.n_updates)]
         finite = all(u["finite"] for u in updates)
 
@@ -196,7 +198,8 @@ class Trainer:
         cfg = self.cfg
         groups = self.sample(prompts, cfg.rollout.rollouts_per_prompt, cfg.rollout.temperature, cfg.rollout.top_p,
                              cfg.rollout.max_response_tokens, GENERATION_SALT)
-        check_rollouts(groups, len(prompts), cfg.rollout.rollouts_per_prompt, self.model.config.vocab_size, self.engine.name)
+        check_rollouts(groups, len(prompts), cfg.rollout.rollouts_per_prompt, self.model.config.vocab_size,
+                       self.engine.name)
         return [(pi, s) for pi, group in enumerate(groups) for s in group]
 
     def sample(self, prompts: list, n: int, temperature: float, top_p: float, max_new_tokens: int, salt: int) -> list:
@@ -205,13 +208,15 @@ class Trainer:
         tensor-parallel vLLM engine share its seed; the engine gathers their prompts)."""
         seed_rank = getattr(self.engine, "seed_rank", rank())  # an engine that shares nothing: this rank's
         seed = step_seed(self.cfg.run.seed, self.step, salt=salt + 1000 * seed_rank)
-        return self.engine.generate([p for _, p in prompts], n, SamplingConfig(temperature, top_p, max_new_tokens, seed))
+        return self.engine.generate([p for _, p in prompts], n, SamplingConfig(temperature, top_p, max_new_tokens,
+                                                                               seed))
 
     def rewards(self, prompts: list, samples: list) -> torch.Tensor:
         """Each rollout's reward: the task's verifier, or with ``data.reward=random`` (smoke tests
         only) a coin flip seeded by the step and the rollout's place, so both branches run."""
         if self.cfg.data.reward == "random":
-            g = torch.Generator().manual_seed(step_seed(self.cfg.run.seed, self.step, salt=RANDOM_REWARD_SALT + 1000 * rank()))
+            g = torch.Generator().manual_seed(step_seed(self.cfg.run.seed, self.step,
+                                                        salt=RANDOM_REWARD_SALT + 1000 * rank()))
             return torch.randint(0, 2, (len(samples),), generator=g).float()
         return torch.tensor([prompts[pi][0].score(s.text, self.cfg.data.grader) for pi, s in samples])
 
@@ -223,8 +228,10 @@ class Trainer:
         sample_key = torch.tensor([global_prompt[pi] * G + j for pi, j in _group_positions(samples)])
         all_keys, all_rewards = distributed.all_gather_cat(sample_key), distributed.all_gather_cat(rewards)
         order = torch.argsort(all_keys)  # the step's samples in global prompt order
-        routing = losses.route_samples(all_rewards[order], all_keys[order] // G, cfg.method.name, cfg.method.success_threshold,
-                                       generator=torch.Generator().manual_seed(step_seed(cfg.run.seed, self.step, salt=DEMO_SALT)))
+        routing = losses.route_samples(all_rewards[order], all_keys[order] // G, cfg.method.name,
+                                       cfg.method.success_threshold,
+                                       generator=torch.Generator().manual_seed(step_seed(cfg.run.seed, self.step,
+                                                                                         salt=DEMO_SALT)))
         position = torch.empty_like(order)
         position[order] = torch.arange(len(order))
         mine = position[rank() * n_local : (rank() + 1) * n_local]  # my samples' places in that order
@@ -236,7 +243,8 @@ class Trainer:
         advantages = losses.group_advantages(rewards, group_ids, cfg.method.std_normalize)
         responses = [s.response_ids for _, s in samples]
         logp_rollout = None
-        if all(s.logprobs is not None for _, s in samples) and not any(math.isnan(v) for _, s in samples for v in s.logprobs):
+        if all(s.logprobs is not None for _, s in samples) and not any(math.isnan(v) for _,
+                                                                       s in samples for v in s.logprobs):
             logp_rollout = torch.zeros(n_local, max(1, max(len(r) for r in responses)))
             for i, (_, s) in enumerate(samples):
                 logp_rollout[i, : len(s.logprobs)] = torch.tensor(s.logprobs)
@@ -257,7 +265,8 @@ class Trainer:
         """Add the step to the consumed training (FLOPs and tokens summed over ranks: a budget in
         these units does not depend on the world size)."""
         self.train_seconds += step_seconds
-        step_cost = all_sum(torch.tensor([sum(cost.flops.values()), float(sum(cost.tokens.values()))], dtype=torch.float64)).tolist()
+        step_cost = all_sum(torch.tensor([sum(cost.flops.values()), float(sum(cost.tokens.values()))],
+                                         dtype=torch.float64)).tolist()
         self.train_flops += step_cost[0]
         self.train_tokens += int(step_cost[1])
 
@@ -271,15 +280,18 @@ class Trainer:
         n_mine = len(local)
         if self.sharded:  # generation is a collective: every rank decodes as many questions (extras unscored)
             local = local + self.test_set[: distributed.max_over_ranks(n_mine) - n_mine]
-        groups = self.sample(local, cfg.eval.k, cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens, VALIDATION_SALT)[:n_mine]
+        groups = self.sample(local, cfg.eval.k, cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens,
+                             VALIDATION_SALT)[:n_mine]
         local = local[:n_mine]
         scores = [[ex.score(s.text, self.cfg.data.grader) for s in g] for (ex, _), g in zip(local, groups)]
         lengths = [len(s.response_ids) for g in groups for s in g]
         trunc = [s.finish_reason == "length" for g in groups for s in g]
         s = all_sum(torch.tensor([sum(map(sum, scores)), sum(len(x) for x in scores), len(scores),
-                                  sum(any(v >= cfg.method.success_threshold for v in sc) for sc in scores), sum(lengths), sum(trunc)], dtype=torch.float64)).tolist()
+                                  sum(any(v >= cfg.method.success_threshold for v in sc) for sc in scores),
+                                  sum(lengths), sum(trunc)], dtype=torch.float64)).tolist()
         return {**self.progress(self.step), "avg_at_k": s[0] / s[1], "k": cfg.eval.k,
-                "pass_at_k": s[3] / s[2], "n_questions": int(s[2]), "response_length_mean": s[4] / s[1], "truncation_rate": s[5] / s[1]}
+                "pass_at_k": s[3] / s[2], "n_questions": int(s[2]), "response_length_mean": s[4] / s[1],
+                "truncation_rate": s[5] / s[1]}
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -115,7 +115,8 @@ class UpdatePlan:
 def plan_update(rows: torch.Tensor, data: Rollouts, micro_batch_size: int, pairing: Pairing) -> UpdatePlan:
     """The plan of one update over this rank's ``rows`` (collectives: the same calls on every rank)."""
     mb = micro_batch_size
-    n_tokens = max(all_sum(torch.tensor(float(sum(len(data.responses[i]) for i in rows.tolist())), dtype=torch.float64)).item(), 1.0)
+    n_tokens = max(all_sum(torch.tensor(float(sum(len(data.responses[i]) for i in rows.tolist())),
+                                        dtype=torch.float64)).item(), 1.0)
     n_sequences = all_sum(torch.tensor(float(len(rows)), dtype=torch.float64)).item()
     length = data.lengths()
     rows = rows[torch.argsort(length[rows], descending=True, stable=True)]
@@ -126,7 +127,8 @@ def plan_update(rows: torch.Tensor, data: Rollouts, micro_batch_size: int, pairi
     one_pass = distributed.max_over_ranks(-(-len(both) // mb)) <= 1  # the same choice on every rank
     if one_pass:
         return UpdatePlan(both.tolist(), True, [], [], n_tokens, n_sequences)
-    split = lambda r: [r[i * mb : (i + 1) * mb].tolist() for i in range(pairing.n_micro_batches(len(r), mb))]
+    def split(r):
+        return [r[i * mb : (i + 1) * mb].tolist() for i in range(pairing.n_micro_batches(len(r), mb))]
     return UpdatePlan(both.tolist(), False, split(sdpo_rows), split(grpo_rows), n_tokens, n_sequences)
 
 
@@ -157,7 +159,8 @@ class UpdateExecutor:
                 self.pairing.dummy_pass(with_teacher=False, backward=False)
                 continue
             b = self._student_batch(idx, data)
-            lp = losses.token_logprobs(response_logits(self.model, b, self.autocast), b.resp, self.cfg.rollout.temperature)
+            lp = losses.token_logprobs(response_logits(self.model, b, self.autocast), b.resp,
+                                       self.cfg.rollout.temperature)
             out[idx, : lp.shape[1]] = (lp * b.mask).cpu()
             n_computed += b.n_computed
             flops_computed += self.flop_model.computed(b.segments)
@@ -259,7 +262,8 @@ class UpdateExecutor:
         cfg = self.cfg
         teacher_model = self.teacher if self.teacher is not None else self.model
         if cfg.method.teacher == "mix":  # full logits of both models on the teacher's input, mixed
-            mixed = losses.mix_logits(response_logits(teacher_model, tb, self.autocast), response_logits(self.model, tb, self.autocast),
+            mixed = losses.mix_logits(response_logits(teacher_model, tb, self.autocast), response_logits(self.model, tb,
+                                                                                                         self.autocast),
                                       cfg.method.teacher_mix)
             return lean_teacher(mixed, student_logits[:, : tb.resp.shape[1]], self.loss_cfg)
         if cfg.method.topk is None:
@@ -268,7 +272,8 @@ class UpdateExecutor:
         # than the student's micro-batch: the ids are the student's top-K at the teacher's positions.
         student_logits = student_logits[:, : tb.resp.shape[1]]
         topk_ids = student_logits.detach().topk(min(cfg.method.topk, student_logits.shape[-1]), dim=-1).indices
-        stats = teacher_statistics(teacher_model, tb, self.autocast, topk_ids, cfg.rollout.temperature, cfg.method.logits_chunk)
+        stats = teacher_statistics(teacher_model, tb, self.autocast, topk_ids, cfg.rollout.temperature,
+                                   cfg.method.logits_chunk)
         return TeacherOutputs(stats=stats, topk_ids=topk_ids)
 
     def _one_pass_normaliser(self, local, b: Batch, logits, teacher: TeacherOutputs) -> float | None:
@@ -296,13 +301,15 @@ class UpdateExecutor:
     def _divide_distilled(self, metrics: dict) -> None:
         """Two-pass layout: the distilled gradients (and their metric sums) get the update's mean
         raw weight, summed over micro-batches and ranks (a collective)."""
-        mean_w = self.normalizer.gradient_divisor(metrics.get("weight_sum", 0.0), metrics.get("sdpo_tokens_count", 0.0), all_sum)
+        mean_w = self.normalizer.gradient_divisor(metrics.get("weight_sum", 0.0), metrics.get("sdpo_tokens_count", 0.0),
+                                                  all_sum)
         if mean_w == 1.0:
             return
         for p in self.model.parameters():
             if p.grad is not None:
                 p.grad.div_(mean_w)
-        for k, power in (("sdpo_loss_sum", 1), ("weight_sum", 1), ("weight_sq_sum", 2), ("weight_min", 1), ("weight_max", 1)):
+        for k, power in (("sdpo_loss_sum", 1), ("weight_sum", 1), ("weight_sq_sum", 2), ("weight_min", 1),
+                         ("weight_max", 1)):
             if k in metrics:  # absent on a rank that distilled nothing
                 metrics[k] /= mean_w**power
 

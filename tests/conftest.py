@@ -37,7 +37,8 @@ def sandbox_leftovers() -> list[str]:
     import subprocess
 
     rows = [line.split(None, 4) for line in
-            subprocess.run(["ps", "-eo", "pid,ppid,uid,stat,args"], capture_output=True, text=True).stdout.splitlines()[1:]]
+            subprocess.run(["ps", "-eo", "pid,ppid,uid,stat,args"], capture_output=True,
+                           text=True).stdout.splitlines()[1:]]
     parent = {r[0]: r[1] for r in rows}
     me = str(os.getpid())
 

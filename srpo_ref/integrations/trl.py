@@ -13,9 +13,9 @@ to one branch (SPEC section 2), exactly as ``srpo_ref.losses.route_samples(metho
 
 The loss itself is **not** re-implemented here: every micro-batch calls the trainer's own
 ``srpo_ref.update.micro_batch_loss`` (``losses.srpo_objective`` with ``LossConfig``), and the
-weight normaliser is the trainer's strategy (``srpo_ref.normalizers``); the loss is divided by the valid response tokens of
-the whole optimizer update (all gradient-accumulation micro-batches and ranks; or sequences,
-under ``loss_agg="seq_mean_token_mean"``), as in our trainer.
+weight normaliser is the trainer's strategy (``srpo_ref.normalizers``); the loss is divided by the
+valid response tokens of the whole optimizer update (all gradient-accumulation micro-batches and
+ranks; or sequences, under ``loss_agg="seq_mean_token_mean"``), as in our trainer.
 
 What SDPOTrainer keeps doing unchanged: datasets, ``RepeatSampler`` grouping, generation (HF
 ``generate``, vLLM colocate/server), reward functions, buffering of a generation batch over
@@ -139,7 +139,8 @@ class SRPOConfig(SDPOConfig):
     )
     teacher: str = field(default="ema", metadata={"help": "Self-teacher: ema | frozen | live | mix."})
     teacher_mix: float = field(default=0.9, metadata={"help": "lambda of teacher=mix (weight of the frozen model)."})
-    dual_clip: float | None = field(default=3.0, metadata={"help": "Dual-clip constant of the policy loss (None: off)."})
+    dual_clip: float | None = field(default=3.0,
+                                    metadata={"help": "Dual-clip constant of the policy loss (None: off)."})
     loss_agg: str = field(
         default="token_mean", metadata={"help": "Loss aggregation: token_mean | seq_mean_token_mean."}
     )
@@ -199,13 +200,15 @@ class SRPOConfig(SDPOConfig):
                 f"stay 1.0, got {self.distillation_weight}."
             )
         if self.use_teacher_server:
-            raise ValueError("`use_teacher_server` is not supported by SRPOTrainer (it needs the teacher's full logits).")
+            raise ValueError("`use_teacher_server` is not supported by SRPOTrainer (it needs the teacher's full "
+                             "logits).")
         if self.include_environment_feedback:
             raise ValueError("`include_environment_feedback` is not supported by SRPOTrainer (demonstrations only).")
         ga, spg = self.gradient_accumulation_steps, self.steps_per_generation
         if spg % ga != 0:
             raise ValueError(
-                "SRPO divides each micro-batch's loss by the valid tokens of its whole optimizer update, so an update's "
+                "SRPO divides each micro-batch's loss by the valid tokens of its whole optimizer update, so an "
+                "update's "
                 "micro-batches must all come from one generation batch: `steps_per_generation` "
                 f"({spg}) must be a multiple of `gradient_accumulation_steps` ({ga})."
             )
@@ -275,7 +278,8 @@ def teacher_for_loss(cfg: losses.LossConfig, student_logits: torch.Tensor, teach
     lean = lean_teacher(teacher_rows, student_logits[rows], cfg)
     if lean.logits is not None:
         return {"teacher_logits": place(lean.logits)}
-    return {"teacher": losses.TeacherStats(place(lean.stats.logp), place(lean.stats.entropy)), "topk_ids": place(lean.topk_ids)}
+    return {"teacher": losses.TeacherStats(place(lean.stats.logp), place(lean.stats.entropy)),
+            "topk_ids": place(lean.topk_ids)}
 
 
 def routing_from_inputs(inputs: dict[str, Any]) -> losses.Routing:
@@ -305,16 +309,18 @@ def srpo_micro_batch_loss(
     weight_normalizer: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One micro-batch's share of the update's SRPO loss: the trainer's ``update.micro_batch_loss``
-    on TRL's tensors (TRL's names mapped onto it; nothing computed here). ``student_logits`` ``[B, T, V]`` (already divided by the temperature, so ``cfg``'s
-    is 1) over the completion tokens; the teacher as ``teacher_logits`` (same shape) or as
-    ``teacher`` stats at the student's ``topk_ids`` (``teacher_for_loss``), meaningful on the
-    distilled rows (neither when there are none); ``old_logps`` TRL's old per-token log-probs
+    on TRL's tensors (TRL's names mapped onto it; nothing computed here). ``student_logits``
+    ``[B, T, V]`` (already divided by the temperature, so ``cfg``'s is 1) over the completion
+    tokens; the teacher as ``teacher_logits`` (same shape) or as ``teacher`` stats at the
+    student's ``topk_ids`` (``teacher_for_loss``), meaningful on the distilled rows (neither
+    when there are none); ``old_logps`` TRL's old per-token log-probs
     (``None``: exactly on-policy, ``logp.detach()``); ``weight_normalizer`` the mean raw weight
     to divide by (``None``: this micro-batch's own)."""
     return micro_batch_loss(
         student_logits=student_logits, response_ids=completion_ids, mask=completion_mask, advantages=advantages.float(),
         routing=routing, cfg=cfg, num_tokens=num_tokens, num_sequences=num_sequences,
-        teacher=TeacherOutputs(teacher_logits, teacher, topk_ids), logp_old=old_logps, weight_normalizer=weight_normalizer,
+        teacher=TeacherOutputs(teacher_logits, teacher, topk_ids), logp_old=old_logps,
+                            weight_normalizer=weight_normalizer,
     )
 
 
@@ -345,7 +351,8 @@ class SRPOTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
         pad_id = tr._tokenizer.pad_token_id
 
         all_rewards = acc.gather(rewards.float()).cpu()
-        all_completion_ids = acc.gather(acc.pad_across_processes(output["completion_ids"], dim=1, pad_index=pad_id)).cpu()
+        all_completion_ids = acc.gather(acc.pad_across_processes(output["completion_ids"], dim=1,
+                                                                 pad_index=pad_id)).cpu()
         all_lengths = acc.gather(output["raw_completion_lengths"]).cpu()
         all_prompts = gather_object(prompts)
         total = all_rewards.numel()
@@ -369,7 +376,8 @@ class SRPOTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
                 ids = tr._srpo_teacher_prompt_ids(all_prompts[g], demo_text)
             teacher_prompts.append(torch.tensor(ids, dtype=torch.long))
         prompt_ids = pad(teacher_prompts, padding_value=pad_id, padding_side="left").to(device)
-        prompt_mask = pad([torch.ones_like(t) for t in teacher_prompts], padding_value=0, padding_side="left").to(device)
+        prompt_mask = pad([torch.ones_like(t) for t in teacher_prompts], padding_value=0,
+                          padding_side="left").to(device)
 
         groups_with_success = routing.correct.view(-1, G).any(1).float().mean().item() if total else 0.0
         frac = lambda x: x.float().mean().item() if total else 0.0  # noqa: E731
@@ -435,9 +443,13 @@ class SRPOTrainer(SDPOTrainer):
         super().__init__(model, reward_funcs, args, *rest, **kwargs)
         self.teacher_context_builder = SRPOTeacherContextBuilder(self)
         self.loss_config = args.loss_config()
-        self.normalizer = normalizer(args.weight_normalizer)
         self._srpo_update: _UpdateState | None = None
         self._srpo_eval_draws = 0
+
+    @property
+    def normalizer(self):
+        """The weight normaliser's strategy (``srpo_ref.normalizers``), read from ``args`` at each use."""
+        return normalizer(self.args.weight_normalizer)
 
     # ------------------------------------------------------------------ teacher context
 
@@ -447,7 +459,8 @@ class SRPOTrainer(SDPOTrainer):
         if mode == "eval":
             self._srpo_eval_draws += 1
             salt = 7919 * self._srpo_eval_draws
-        return torch.Generator().manual_seed(self.args.seed * 1_000_003 + 2 * self.state.global_step + salt + (mode == "eval"))
+        return torch.Generator().manual_seed(self.args.seed * 1_000_003 + 2 * self.state.global_step + salt
+                                             + (mode == "eval"))
 
     def _srpo_teacher_prompt_ids(self, prompt, demo_text: str) -> list[int]:
         """The teacher's prompt ids: ``srpo_ref.teacher.teacher_input_ids`` (chat prompts); a plain
@@ -481,19 +494,22 @@ class SRPOTrainer(SDPOTrainer):
         the next ``current_gradient_accumulation_steps - 1`` slices of the buffered generation batch
         (on every rank). Their tokens, sequences and, with several micro-batches and a
         step/update normaliser, the mean raw weight (a no-grad teacher pre-pass)."""
-        n = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps) if training else 1
+        n = getattr(self, "current_gradient_accumulation_steps",
+                    self.args.gradient_accumulation_steps) if training else 1
         batches = [inputs]
         if n > 1:
             spg = self.args.steps_per_generation
             first = self._step % spg
             if first + n > spg or self._buffered_inputs is None:
                 raise RuntimeError(
-                    f"SRPO: the optimizer update (micro-batches {first}..{first + n - 1}) runs past the generation batch "
+                    f"SRPO: the optimizer update (micro-batches {first}..{first + n - 1}) runs past the generation "
+                    f"batch "
                     f"({spg} micro-batches); steps_per_generation must be a multiple of gradient_accumulation_steps"
                 )
             batches += [self._buffered_inputs[first + k] for k in range(1, n)]
         local = torch.tensor([sum(float(b["completion_mask"].sum()) for b in batches),
-                              float(sum(b["completion_mask"].shape[0] for b in batches))], device=self.accelerator.device)
+                              float(sum(b["completion_mask"].shape[0] for b in batches))],
+                             device=self.accelerator.device)
         totals = self.accelerator.gather(local).view(-1, 2).sum(0).tolist()
         # the strategy's update mean: found in the pass when it is one micro-batch per rank, else
         # from a no-grad teacher pre-pass over the update's micro-batches (TRL runs the backward)
@@ -516,14 +532,18 @@ class SRPOTrainer(SDPOTrainer):
         teacher = self._srpo_teacher_logits(inputs, rows, T)
         student = teacher  # only read for the top-K ids of entropy_source=topk_tail
         if self.args.entropy_source == "topk_tail":
-            student = self._forward_logits(model, torch.cat([inputs["prompt_ids"][rows], inputs["completion_ids"][rows]], 1),
-                                           torch.cat([inputs["prompt_mask"][rows], inputs["completion_mask"][rows]], 1), T)
-        s, c = raw_weight_sum(self.loss_config, inputs["completion_mask"][rows], student_logits=student, teacher_logits=teacher)
+            student = self._forward_logits(model, torch.cat([inputs["prompt_ids"][rows],
+                                                             inputs["completion_ids"][rows]], 1),
+                                           torch.cat([inputs["prompt_mask"][rows], inputs["completion_mask"][rows]], 1),
+                                           T)
+        s, c = raw_weight_sum(self.loss_config, inputs["completion_mask"][rows], student_logits=student,
+                              teacher_logits=teacher)
         return s.to(device), c.to(device)
 
     def _srpo_all_sum(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` summed over ranks through accelerate (a collective), in the float32 TRL computes in."""
-        return self.accelerator.gather(x.to(self.accelerator.device, torch.float32).reshape(1, -1)).sum(0).double().cpu()
+        return self.accelerator.gather(x.to(self.accelerator.device, torch.float32).reshape(1,
+                                                                                            -1)).sum(0).double().cpu()
 
     # ------------------------------------------------------------------ the loss
 
@@ -550,7 +570,8 @@ class SRPOTrainer(SDPOTrainer):
         raw = torch.zeros(2, device=student_logits.device)
         if len(rows):
             t_rows = self._srpo_teacher_logits(inputs, rows, T)
-            raw = torch.stack(raw_weight_sum(self.loss_config, completion_mask[rows], student_logits=student_logits[rows],
+            raw = torch.stack(raw_weight_sum(self.loss_config, completion_mask[rows],
+                                             student_logits=student_logits[rows],
                                              teacher_logits=t_rows)).to(raw)
             teacher = teacher_for_loss(self.loss_config, student_logits, t_rows, rows)
             del t_rows
@@ -575,7 +596,8 @@ class SRPOTrainer(SDPOTrainer):
         """The update's metrics, summed over micro-batches and ranks (a collective)."""
         m = state.metrics
         vec = [m.get(k, 0.0) for k in _SUM_KEYS] + [m.get("weight_min", math.inf), -m.get("weight_max", -math.inf)]
-        out = self.accelerator.gather(torch.tensor(vec, dtype=torch.float32, device=self.accelerator.device).reshape(1, -1))
+        out = self.accelerator.gather(torch.tensor(vec, dtype=torch.float32, device=self.accelerator.device).reshape(1,
+                                                                                                                     -1))
         sums = dict(zip(_SUM_KEYS, out[:, : len(_SUM_KEYS)].sum(0).tolist()))
         w_min, w_max = out[:, -2].min().item(), -out[:, -1].min().item()
         n, sdpo_tok = state.n_tokens, sums["sdpo_tokens_count"]

@@ -19,8 +19,9 @@ question. Measured on ``gym_add1`` (one-digit sums) after the random warm-up, 1 
 was right. In this mode the target answer is instead the model's *own*: it answers each training
 prompt greedily and unformatted, and its own text becomes the reasoning and the last number in
 it the answer (prompts where it writes no number, or runs past the budget, are dropped). The
-model learns where its answer goes; its answers, right or wrong, are its own, never the gold. The paper starts from Qwen3-8B, which follows the format unaided; nothing of this runs in
-the tiny or paper profiles.
+model learns where its answer goes; its answers, right or wrong, are its own, never the gold. The
+paper starts from Qwen3-8B, which follows the format unaided; nothing of this runs in the tiny or
+paper profiles.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def own_answer_responses(model, tok, examples: list, max_new_tokens: int = 96, b
         ids = torch.tensor([[pad] * (L - len(p)) + p for p in prompts])
         attn = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts])
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+            out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=pad)
         for ex, row in zip(batch, out[:, L:].tolist()):
             if not stops & set(row):
                 continue  # ran past the budget: its last number may be a step, not its answer
@@ -103,7 +105,8 @@ def warmup(model_path: str, out: Path, benchmark: str, examples: int = 64, epoch
         raise ValueError(f"answers must be 'random' or 'own', got {answers!r}")
     if not targets:
         raise ValueError(f"the model answered none of the {len(chosen)} warm-up prompts with a number")
-    pairs = [(chat_prompt_ids(tok, ex.messages), tok.encode(resp, add_special_tokens=False) + [eos]) for ex, resp in targets]
+    pairs = [(chat_prompt_ids(tok, ex.messages), tok.encode(resp, add_special_tokens=False) + [eos]) for ex,
+             resp in targets]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
     losses = []
@@ -132,9 +135,13 @@ def warmup(model_path: str, out: Path, benchmark: str, examples: int = 64, epoch
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    info = {"from": str(model_path), "benchmark": benchmark, "answers": answers, "prompts": len(chosen), "examples": len(pairs),
-            "own_answers_right": sum(ex.score(r) for ex, r in targets) if answers == "own" else None, "epochs": epochs, "batch_size": batch_size,
-            "lr": lr, "seed": seed, "template": tasks.MCQ_RESPONSE if answers == "own" else TEMPLATE if chosen[0].kind == "mcq" else INTEGER_TEMPLATE,
+    info = {"from": str(model_path), "benchmark": benchmark, "answers": answers, "prompts": len(chosen),
+            "examples": len(pairs),
+            "own_answers_right": sum(ex.score(r) for ex, r in targets) if answers == "own" else None, "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr, "seed": seed,
+            "template": (tasks.MCQ_RESPONSE if answers == "own"
+                         else TEMPLATE if chosen[0].kind == "mcq" else INTEGER_TEMPLATE),
             "loss_first": losses[0], "loss_last": losses[-1], "seconds": round(time.time() - t0, 1)}
     (out / "format_warmup.json").write_text(json.dumps(info, indent=2))
     return info
@@ -151,9 +158,11 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--answers", default="random", choices=["random", "own"],
-                    help="the answer inside the format: random (never the gold) or the model's own (whole-number tasks)")
+                    help="the answer inside the format: random (never the gold) or the model's own "
+                         "(whole-number tasks)")
     a = ap.parse_args(argv)
-    print(json.dumps(warmup(a.model, a.out, a.benchmark, a.examples, a.epochs, lr=a.lr, seed=a.seed, data_dir=a.data_dir, answers=a.answers), indent=2))
+    print(json.dumps(warmup(a.model, a.out, a.benchmark, a.examples, a.epochs, lr=a.lr, seed=a.seed,
+                            data_dir=a.data_dir, answers=a.answers), indent=2))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ def convert(out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(out)
     model.save_pretrained(out)
-    info = {"source": PACKAGE, "gguf": path.name, "n_params": sum(p.numel() for p in model.parameters()), "seconds": round(time.time() - t0, 1)}
+    info = {"source": PACKAGE, "gguf": path.name, "n_params": sum(p.numel() for p in model.parameters()),
+            "seconds": round(time.time() - t0, 1)}
     (out / "conversion.json").write_text(json.dumps(info, indent=2))
     return info
 

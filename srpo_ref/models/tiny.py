@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from srpo_ref import rewards, tasks
+from srpo_ref.rollout import HFEngine, SamplingConfig
 from srpo_ref.teacher import build_teacher_messages, chat_prompt_ids
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
@@ -51,7 +52,8 @@ def random_response(ex: tasks.Example, rng: random.Random) -> str:
     """A well-formed answer that is right only by chance."""
     if ex.kind == "mcq":
         return tasks.tiny_mcq_response(ex.meta["n"], rng.choice("ABCD"))
-    return rewards.format_tool_calls(tasks.tiny_tool_call(rng.choice(list(tasks.TINY_TOOLS))), thought="I will call the tool.")
+    return rewards.format_tool_calls(tasks.tiny_tool_call(rng.choice(list(tasks.TINY_TOOLS))),
+                                     thought="I will call the tool.")
 
 
 def render(messages, response=None) -> str:
@@ -131,13 +133,14 @@ def _batch(rows, pad_id):
     return ids, labels, attn
 
 
-def accuracy(model, tokenizer, examples, teacher_demo: bool = False, greedy: bool = True, samples: int = 1, seed: int = 0) -> float:
+def accuracy(model, tokenizer, examples, teacher_demo: bool = False, greedy: bool = True, samples: int = 1,
+             seed: int = 0) -> float:
     """Mean reward of ``samples`` generations per question, through the shared HF rollout engine."""
-    from srpo_ref.rollout import HFEngine, SamplingConfig
-
-    messages = [build_teacher_messages(ex.messages, correct_response(ex)) if teacher_demo else ex.messages for ex in examples]
+    messages = [build_teacher_messages(ex.messages,
+                                       correct_response(ex)) if teacher_demo else ex.messages for ex in examples]
     prompts = [chat_prompt_ids(tokenizer, m) for m in messages]
-    groups = HFEngine(model, tokenizer).generate(prompts, samples, SamplingConfig(0.0 if greedy else 1.0, 1.0, 64, seed))
+    groups = HFEngine(model, tokenizer).generate(prompts, samples, SamplingConfig(0.0 if greedy else 1.0, 1.0, 64,
+                                                                                  seed))
     scores = [ex.score(s.text) for ex, group in zip(examples, groups) for s in group]
     return sum(scores) / max(len(scores), 1)
 
@@ -153,7 +156,8 @@ def warmup(out: Path, steps: int = 600, batch_size: int = 64, lr: float = 3e-3, 
     model = build_model(tokenizer, hidden=hidden, layers=layers, seed=seed)
     rows = warmup_rows(tokenizer, label_accuracy, teacher_fraction, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     rng = random.Random(seed)
     losses = []
     model.train()
@@ -171,14 +175,16 @@ def warmup(out: Path, steps: int = 600, batch_size: int = 64, lr: float = 3e-3, 
     report = {"config": {"steps": steps, "batch_size": batch_size, "lr": lr, "label_accuracy": label_accuracy,
                          "teacher_fraction": teacher_fraction, "hidden": hidden, "layers": layers, "seed": seed},
               "n_params": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
-              "loss_curve": [sum(losses[i : i + log_every]) / len(losses[i : i + log_every]) for i in range(0, steps, log_every)],
+              "loss_curve": [sum(losses[i : i + log_every]) / len(losses[i : i + log_every]) for i in range(0, steps,
+                                                                                                            log_every)],
               "accuracy": {}}
     for name in tasks.TINY_BENCHMARKS if eval_accuracy else ():
         test = tasks.load_task(name, "test")
         report["accuracy"][name] = {
             "greedy": accuracy(model, tokenizer, test),
             "sampled_t1_avg4": accuracy(model, tokenizer, test, greedy=False, samples=4),
-            "teacher_with_demo_sampled_avg4": accuracy(model, tokenizer, test, teacher_demo=True, greedy=False, samples=4),
+            "teacher_with_demo_sampled_avg4": accuracy(model, tokenizer, test, teacher_demo=True, greedy=False,
+                                                       samples=4),
         }
     report["seconds"] = time.time() - t0
     out.mkdir(parents=True, exist_ok=True)
@@ -194,13 +200,15 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--label-accuracy", type=float, default=0.4, help="chance a student-format row carries the right answer")
+    ap.add_argument("--label-accuracy", type=float, default=0.4,
+                    help="chance a student-format row carries the right answer")
     ap.add_argument("--teacher-fraction", type=float, default=0.5)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    report = warmup(a.out, a.steps, a.batch_size, a.lr, a.label_accuracy, a.teacher_fraction, a.hidden, a.layers, a.seed)
+    report = warmup(a.out, a.steps, a.batch_size, a.lr, a.label_accuracy, a.teacher_fraction, a.hidden, a.layers,
+                    a.seed)
     print(json.dumps({k: v for k, v in report.items() if k != "loss_curve"}, indent=2))
 
 

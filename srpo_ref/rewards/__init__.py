@@ -21,7 +21,9 @@ from srpo_ref.rewards.registry import MAX_RESPONSE_CHARS, REWARDS, score
 
 __all__ = [
     "CODE_LIMITS", "code_job", "code_reward", "extract_code", "DEFAULT_GRADER", "GRADERS", "extract_mcq_answer",
-    "extract_mcq_answer_upstream", "extract_tool_calls", "format_tool_calls", "integer_reward", "json_equal", "mcq_reward",
-    "mcq_reward_upstream", "parse_tool_gold", "tooluse_reward", "tooluse_reward_upstream", "MATH_TIMEOUT_S", "last_boxed",
+    "extract_mcq_answer_upstream", "extract_tool_calls", "format_tool_calls", "integer_reward", "json_equal",
+           "mcq_reward",
+    "mcq_reward_upstream", "parse_tool_gold", "tooluse_reward", "tooluse_reward_upstream", "MATH_TIMEOUT_S",
+           "last_boxed",
     "math_reward", "MAX_RESPONSE_CHARS", "REWARDS", "score",
 ]

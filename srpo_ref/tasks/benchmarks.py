@@ -40,7 +40,9 @@ def _sciknoweval(domain: str):
         _require(rel, rows, ("idx", "system", "prompt", "answer"))
         _check_count(domain, split, rows, SCIKNOWEVAL_SIZES[domain][split == "test"])
         return [
-            Example(f"{domain}-{split}-{r['idx']}", [{"role": "system", "content": r["system"]}, {"role": "user", "content": r["prompt"]}], r["answer"], "mcq")
+            Example(f"{domain}-{split}-{r['idx']}",
+                    [{"role": "system", "content": r["system"]}, {"role": "user", "content": r["prompt"]}],
+                    r["answer"], "mcq")
             for r in rows
         ]
 
@@ -64,7 +66,8 @@ def _tooluse(split: str, data_dir=None, tooluse_system: str = DEFAULT_TOOLUSE_SY
     _check_count("tooluse", split, rows, {"train": 4046, "test": 68}[split])
     system = tooluse_system_prompt(tooluse_system)
     head = [{"role": "system", "content": system}] if system else []
-    return [Example(f"tooluse-{split}-{r['idx']}", head + [{"role": "user", "content": r["prompt"]}], r["answer"], "tooluse")
+    return [Example(f"tooluse-{split}-{r['idx']}", head + [{"role": "user", "content": r["prompt"]}], r["answer"],
+                    "tooluse")
             for r in rows]
 
 
@@ -103,9 +106,12 @@ def _humaneval(split: str, data_dir=None) -> list[Example]:
         # The tests call ``check(entry_point)``, with the prompt's helpers (``poly``,
         # ``encode_cyclic``) and the canonical solution defined in the judge, never the candidate's.
         tests = f"{r['test']}\n\ncheck({r['entry_point']})\n"
-        tests = judge.plan(tests, helpers=r["prompt"] + r["canonical_solution"], proxy=(r["entry_point"],), fallback=tests)
-        out.append(Example(r["task_id"], [{"role": "system", "content": CODE_SYSTEM}, {"role": "user", "content": user}], tests, "code",
-                           {"prompt": r["prompt"], "canonical_solution": r["canonical_solution"], "entry_point": r["entry_point"]}))
+        tests = judge.plan(tests, helpers=r["prompt"] + r["canonical_solution"], proxy=(r["entry_point"],),
+                           fallback=tests)
+        out.append(Example(r["task_id"], [{"role": "system", "content": CODE_SYSTEM}, {"role": "user",
+                                                                                       "content": user}], tests, "code",
+                           {"prompt": r["prompt"], "canonical_solution": r["canonical_solution"],
+                            "entry_point": r["entry_point"]}))
     return out
 
 
@@ -123,6 +129,8 @@ def _mbpp(split: str, data_dir=None) -> list[Example]:
     for r in rows:
         tests = judge.plan("\n".join(r["test_list"]), helpers=r.get("test_setup_code") or "", reference=r["code"])
         user = f"{r['text']}\nYour code should pass these tests:\n\n" + "\n".join(r["test_list"])
-        out.append(Example(f"mbpp-{r['task_id']}", [{"role": "system", "content": CODE_SYSTEM}, {"role": "user", "content": user}], tests, "code",
+        out.append(Example(f"mbpp-{r['task_id']}", [{"role": "system", "content": CODE_SYSTEM}, {"role": "user",
+                                                                                                 "content": user}],
+                           tests, "code",
                            {"canonical_solution": r["code"]}))
     return out

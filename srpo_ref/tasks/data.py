@@ -95,8 +95,11 @@ def _locate(rel: str, data_dir: str | Path | None, upstream: str | Callable | No
             return _read_rows(cache)
         except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
             where = upstream if isinstance(upstream, str) else "its upstream source"
-            raise DataNotFound(f"benchmark data {rel!r} is not in {path} and could not be fetched from {where}: {e}") from None
-    how = f"or go online so it can be fetched from {upstream if isinstance(upstream, str) else 'its upstream source'}" if upstream else "(no upstream source)"
+            raise DataNotFound(f"benchmark data {rel!r} is not in {path} and could not be fetched from "
+                               f"{where}: {e}") from None
+    how = (f"or go online so it can be fetched from "
+           f"{upstream if isinstance(upstream, str) else 'its upstream source'}"
+           if upstream else "(no upstream source)")
     raise DataNotFound(
         f"benchmark data {rel!r} not found: looked in {path}. Point --data-dir or SRPO_DATA_DIR at a "
         f"mirror with that layout {how}."

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from srpo_ref.tasks.benchmarks import DEFAULT_TOOLUSE_SYSTEM, SCIKNOWEVAL_SIZES, _humaneval, _math, _mbpp, _sciknoweval, _tooluse
+from srpo_ref.tasks.benchmarks import (DEFAULT_TOOLUSE_SYSTEM, SCIKNOWEVAL_SIZES, _humaneval, _math, _mbpp,
+                                       _sciknoweval, _tooluse)
 from srpo_ref.tasks.data import Example, _hub
 from srpo_ref.tasks.synthetic import GYM_TASKS, _gym, _tiny_mcq, _tiny_tool
 

@@ -13,11 +13,13 @@ from srpo_ref.tasks.data import DataNotFound, Example
 
 TINY_MCQ_SYSTEM = "Pick one option. Respond as <reasoning>...</reasoning> <answer>letter</answer>."
 TINY_TOOL_SYSTEM = "Use one tool. Respond as Thought, Action, Action Input."
-TINY_MCQ_OPTIONS = {"A": ("even", "below 500"), "B": ("odd", "below 500"), "C": ("even", "500 or more"), "D": ("odd", "500 or more")}
+TINY_MCQ_OPTIONS = {"A": ("even", "below 500"), "B": ("odd", "below 500"), "C": ("even", "500 or more"),
+                    "D": ("odd", "500 or more")}
 TINY_CITIES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Tokyo", "Delhi", "Quito", "Accra", "Hanoi", "Dakar", "Kyiv",
                "Riga", "Doha", "Baku", "Bern", "Sofia", "Minsk", "Tunis", "Seoul", "Dublin", "Lagos", "Perth", "Nice"]
 TINY_TOOLS = {  # the skill is picking the tool from the question; the city is context only
-    "getWeather": ["What is the weather there?", "Is it raining there?", "Forecast for there?", "How warm is it there?"],
+    "getWeather": ["What is the weather there?", "Is it raining there?", "Forecast for there?",
+                   "How warm is it there?"],
     "getTime": ["What time is it there?", "Local time there?", "Which hour is it there?", "Is it morning there?"],
     "getNews": ["News from there?", "What happened there?", "Headlines from there?", "Any events there?"],
     "getHotels": ["Find a hotel there.", "Where can I stay there?", "Hotels there?", "Book a room there."],
@@ -37,7 +39,9 @@ def tiny_mcq_gold(n: int) -> str:
 def _tiny_mcq_example(n: int, split: str) -> Example:
     options = "\n".join(f"{k}: {p}, {s}" for k, (p, s) in TINY_MCQ_OPTIONS.items())
     user = f"Which is true of {n}?\n{options}\nPlease reason step by step."
-    return Example(f"tiny_mcq-{split}-{n}", [{"role": "system", "content": TINY_MCQ_SYSTEM}, {"role": "user", "content": user}], tiny_mcq_gold(n), "mcq", {"n": n})
+    return Example(f"tiny_mcq-{split}-{n}", [{"role": "system", "content": TINY_MCQ_SYSTEM}, {"role": "user",
+                                                                                              "content": user}],
+                   tiny_mcq_gold(n), "mcq", {"n": n})
 
 
 def tiny_tool_call(tool: str) -> str:
@@ -47,7 +51,8 @@ def tiny_tool_call(tool: str) -> str:
 def _tiny_tool_example(tool: str, template: int, city: str, split: str) -> Example:
     question = TINY_TOOLS[tool][template] + f" City: {city}"
     user = f"{TINY_TOOL_DOC}\nQuestion: {question}"
-    return Example(f"tiny_tool-{split}-{tool}-{template}-{city}", [{"role": "system", "content": TINY_TOOL_SYSTEM}, {"role": "user", "content": user}],
+    return Example(f"tiny_tool-{split}-{tool}-{template}-{city}", [{"role": "system", "content": TINY_TOOL_SYSTEM},
+                                                                   {"role": "user", "content": user}],
                    tiny_tool_call(tool), "tooluse", {"tool": tool, "city": city})
 
 
@@ -72,7 +77,7 @@ def _tiny_tool(split: str, data_dir=None) -> list[Example]:
 
 # Procedural tasks from reasoning-gym (PyPI ``reasoning-gym``), for models small enough to train
 # on a CPU (the small profile). Each name is one dataset and difficulty, listed in the order the
-# small profile's pre-checks try them (README, "The small profile"). Rows are generated from a
+# small profile's pre-checks try them (docs/results.md, "The small profile"). Rows are generated from a
 # seed, distinct questions only; the test split is held out of training by question text. The
 # answer is a whole number in the MCQ answer format, graded by ``rewards.integer_reward`` (exact
 # integer equality; reasoning-gym's own scorer gives 0.5 to any wrong number for some tasks, a
@@ -105,7 +110,8 @@ def _gym(name: str):
         random.Random(TINY_SEED).shuffle(rows)
         n_test = min(GYM_TEST, len(rows) // 5)
         chosen = rows[:n_test] if split == "test" else rows[n_test:]
-        return [Example(f"{name}-{split}-{i}", [{"role": "system", "content": GYM_SYSTEM}, {"role": "user", "content": r["question"].strip()}],
+        return [Example(f"{name}-{split}-{i}",
+                        [{"role": "system", "content": GYM_SYSTEM}, {"role": "user", "content": r["question"].strip()}],
                         str(int(r["answer"])), "integer", {"dataset": dataset}) for i, r in enumerate(chosen)]
 
     return load

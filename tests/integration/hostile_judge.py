@@ -47,14 +47,16 @@ HOSTILE = {
         "def has_close_elements(numbers, threshold):\n    return True\n"
     ),
     "HumanEval/0 proc_parent_cmdline_and_environ": (
-        "import os\nleak = open(f'/proc/{os.getppid()}/cmdline', 'rb').read() + open(f'/proc/{os.getppid()}/environ', 'rb').read()\n"
+        "import os\nleak = open(f'/proc/{os.getppid()}/cmdline', 'rb').read() + open(f'/proc/{os.getppid()}/environ', "
+        "'rb').read()\n"
         "def has_close_elements(numbers, threshold):\n    return b'True' in leak\n"
     ),
     "HumanEval/0 proc_all_pids_scan": (
         "import os\nseen = []\n"
         "for p in os.listdir('/proc'):\n"
         "    if p.isdigit():\n"
-        "        try:\n            seen.append(open(f'/proc/{p}/cmdline', 'rb').read())\n        except Exception:\n            pass\n"
+        "        try:\n            seen.append(open(f'/proc/{p}/cmdline', 'rb').read())\n        except Exception:\n   "
+        "         pass\n"
         "def has_close_elements(numbers, threshold):\n    return len(seen) > 100\n"
     ),
     # ---- skip or rewrite the tests
@@ -101,7 +103,8 @@ HOSTILE = {
         "def has_close_elements(numbers, threshold):\n    return I(1)\n"
     ),
     "HumanEval/2 float_subclass": (
-        "class F(float):\n    def __eq__(s, o):\n        return True\n    def __sub__(s, o):\n        return 0.0\n    __hash__ = float.__hash__\n"
+        "class F(float):\n    def __eq__(s, o):\n        return True\n    def __sub__(s, o):\n        return 0.0\n    "
+        "__hash__ = float.__hash__\n"
         "def truncate_number(number):\n    return F(0.0)\n"
     ),
     "HumanEval/2 forged_fraction": (
@@ -111,7 +114,8 @@ HOSTILE = {
     ),
     "HumanEval/2 forged_decimal": (
         "from decimal import Decimal\n"
-        "class D(Decimal):\n    def __eq__(s, o):\n        return True\n    def __sub__(s, o):\n        return 0\n    __hash__ = Decimal.__hash__\n"
+        "class D(Decimal):\n    def __eq__(s, o):\n        return True\n    def __sub__(s, o):\n        return 0\n    "
+        "__hash__ = Decimal.__hash__\n"
         "def truncate_number(number):\n    return D(0)\n"
     ),
     "HumanEval/4 sub_returns_zero": (
@@ -119,20 +123,25 @@ HOSTILE = {
         "def mean_absolute_deviation(numbers):\n    return Z()\n"
     ),
     "HumanEval/4 abs_and_lt_overloaded": (
-        "class Z:\n    def __sub__(s, o):\n        return s\n    def __abs__(s):\n        return s\n    def __lt__(s, o):\n        return True\n"
+        "class Z:\n    def __sub__(s, o):\n        return s\n    def __abs__(s):\n        return s\n    def __lt__(s, "
+        "o):\n        return True\n"
         "def mean_absolute_deviation(numbers):\n    return Z()\n"
     ),
     "HumanEval/4 float_conversion_trick": (
-        "class Z:\n    def __float__(s):\n        return 0.6666666666666666\n    def __rsub__(s, o):\n        return 0\n    def __sub__(s, o):\n        return 0\n"
+        "class Z:\n    def __float__(s):\n        return 0.6666666666666666\n    def __rsub__(s, o):\n        return "
+        "0\n    def __sub__(s, o):\n        return 0\n"
         "def mean_absolute_deviation(numbers):\n    return Z()\n"
     ),
     "HumanEval/4 numpy_scalar": "import numpy\ndef mean_absolute_deviation(numbers):\n    return numpy.float64(0.0)\n",
     "HumanEval/0 generator_return": "def has_close_elements(numbers, threshold):\n    return (x for x in [True])\n",
     # ---- shadowed builtins, redefined helpers, replaced modules
     "HumanEval/4 shadowed_abs": "abs = lambda x: 0\ndef mean_absolute_deviation(numbers):\n    return 99.0\n",
-    "HumanEval/4 shadowed_abs_fullwidth": "\uff41\uff42\uff53 = lambda x: 0\ndef mean_absolute_deviation(numbers):\n    return 99.0\n",
-    "HumanEval/4 builtins_abs_patched": "import builtins\nbuiltins.abs = lambda x: 0\ndef mean_absolute_deviation(numbers):\n    return 99.0\n",
-    "HumanEval/4 builtins_dict_patched": "__builtins__.__dict__['abs'] = lambda x: 0\ndef mean_absolute_deviation(numbers):\n    return 99.0\n",
+    "HumanEval/4 shadowed_abs_fullwidth": "\uff41\uff42\uff53 = lambda x: 0\ndef mean_absolute_deviation(numbers):\n   "
+                                          " return 99.0\n",
+    "HumanEval/4 builtins_abs_patched": "import builtins\nbuiltins.abs = lambda x: 0\ndef "
+                                        "mean_absolute_deviation(numbers):\n    return 99.0\n",
+    "HumanEval/4 builtins_dict_patched": "__builtins__.__dict__['abs'] = lambda x: 0\ndef "
+                                         "mean_absolute_deviation(numbers):\n    return 99.0\n",
     "HumanEval/38 redefined_encode_cyclic": (
         "def encode_cyclic(s):\n    return s\n"
         "def decode_cyclic(s):\n    return s\n"
@@ -151,7 +160,8 @@ HOSTILE = {
         "def find_zero(xs):\n    return 12345.0\n"
     ),
     "HumanEval/38 replaced_random_module": (
-        "import sys, types\nfake = types.ModuleType('random')\nfake.randint = lambda a, b: 0\nfake.choice = lambda s: 'a'\n"
+        "import sys, types\nfake = types.ModuleType('random')\nfake.randint = lambda a, b: 0\nfake.choice = lambda s: "
+        "'a'\n"
         "sys.modules['random'] = fake\n"
         "def decode_cyclic(s):\n    return s\n"
     ),
@@ -168,12 +178,15 @@ HOSTILE = {
     "HumanEval/2 answer_key_from_mirror": (
         "import glob, gzip, json\n"
         "def _sol(name):\n"
-        "    for p in glob.glob('/*/*/data/code/*') + glob.glob('/*/*/*/data/code/*') + glob.glob('/root/.cache/**/*.json*', recursive=True):\n"
+        "    for p in glob.glob('/*/*/data/code/*') + glob.glob('/*/*/*/data/code/*') + "
+        "glob.glob('/root/.cache/**/*.json*', recursive=True):\n"
         "        try:\n            raw = open(p, 'rb').read()\n        except OSError:\n            continue\n"
         "        if p.endswith('.gz'):\n            raw = gzip.decompress(raw)\n"
         "        for line in raw.decode(errors='ignore').splitlines():\n"
-        "            try:\n                r = json.loads(line)\n            except Exception:\n                continue\n"
-        "            if isinstance(r, dict) and r.get('entry_point') == name:\n                return r['prompt'] + r['canonical_solution']\n"
+        "            try:\n                r = json.loads(line)\n            except Exception:\n                "
+        "continue\n"
+        "            if isinstance(r, dict) and r.get('entry_point') == name:\n                return r['prompt'] + "
+        "r['canonical_solution']\n"
         "ns = {}\nexec(_sol('truncate_number') or 'truncate_number = lambda x: 0', ns)\n"
         "truncate_number = ns['truncate_number']\n"
     ),
@@ -199,21 +212,24 @@ HOSTILE = {
         "def _frame(m):\n    d = json.dumps(m).encode()\n    return struct.pack('>I', len(d)) + d\n"
         "def remove_Occ(s, ch):\n"
         "    for fd in range(3, 12):\n"
-        "        try:\n            os.write(fd, _frame({'ok': ['s', 'heo']}) * 3)\n        except OSError:\n            pass\n"
+        "        try:\n            os.write(fd, _frame({'ok': ['s', 'heo']}) * 3)\n        except OSError:\n           "
+        " pass\n"
         "    return s\n"
     ),
     "mbpp-11 garbage_on_reply_pipe": (
         "import os\n"
         "def remove_Occ(s, ch):\n"
         "    for fd in range(3, 12):\n"
-        "        try:\n            os.write(fd, b'\\xff\\xff\\xff\\xff' + b'x' * 100)\n        except OSError:\n            pass\n"
+        "        try:\n            os.write(fd, b'\\xff\\xff\\xff\\xff' + b'x' * 100)\n        except OSError:\n       "
+        "     pass\n"
         "    return s.replace(ch, '')\n"
     ),
     "mbpp-11 huge_frame_header": (
         "import os\n"
         "def remove_Occ(s, ch):\n"
         "    for fd in range(3, 12):\n"
-        "        try:\n            os.write(fd, (2**31).to_bytes(4, 'big'))\n        except OSError:\n            pass\n"
+        "        try:\n            os.write(fd, (2**31).to_bytes(4, 'big'))\n        except OSError:\n            "
+        "pass\n"
         "    return s\n"
     ),
     "mbpp-11 stdout_fake_token": "print('\\n' + 'a' * 32)\ndef remove_Occ(s, ch):\n    print('a' * 32)\n    return s\n",
@@ -230,7 +246,8 @@ HOSTILE = {
         "b = json.dumps({'ok': ['S', [['i', format(k * M, 'x')] for k in range(60000)]]}).encode()\n"
         "def truncate_number(number):\n"
         "    for fd in range(3, 12):\n"
-        "        try:\n            os.write(fd, struct.pack('>I', len(b)) + b)\n        except OSError:\n            pass\n"
+        "        try:\n            os.write(fd, struct.pack('>I', len(b)) + b)\n        except OSError:\n            "
+        "pass\n"
         "    time.sleep(100)\n"
     ),
     "HumanEval/53 posixsubprocess_fork_flood": (

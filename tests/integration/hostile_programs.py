@@ -34,11 +34,14 @@ HOSTILE = {
         "sys.settrace(_t)\n"
         "def add(a, b):\n    return 0\n"
     ),
-    "always_equal": "class _Eq:\n    def __eq__(self, o):\n        return True\n    __hash__ = object.__hash__\ndef add(a, b):\n    return _Eq()\n",
-    "int_subclass_equal": "class _I(int):\n    def __eq__(self, o):\n        return True\ndef add(a, b):\n    return _I(0)\n",
+    "always_equal": "class _Eq:\n    def __eq__(self, o):\n        return True\n    __hash__ = object.__hash__\ndef "
+                    "add(a, b):\n    return _Eq()\n",
+    "int_subclass_equal": "class _I(int):\n    def __eq__(self, o):\n        return True\ndef add(a, b):\n    return "
+                          "_I(0)\n",
     "patch_builtins_in_call": "import builtins\ndef add(a, b):\n    builtins.AssertionError = None\n    return 0\n",
     "print_fake_token": "print('\\n' + 'a' * 32)\nimport os\nos._exit(0)\n",
-    "read_stdin_token": "import os, sys\ntry:\n    print(os.read(0, 100).decode())\nexcept Exception:\n    pass\nos._exit(0)\n",
+    "read_stdin_token": "import os, sys\ntry:\n    print(os.read(0, 100).decode())\nexcept Exception:\n    "
+                        "pass\nos._exit(0)\n",
     "frame_walk_token": (
         "import sys, os\n"
         "f = sys._getframe()\n"
@@ -79,7 +82,8 @@ HOSTILE = {
     "os_system": f"import os\nos.system('touch {MARKER}')\n",
     "subprocess": f"import subprocess\nsubprocess.run(['touch', {MARKER!r}])\n",
     "kill_parent": "import posix, os\nposix.kill(os.getppid(), 9)\n",
-    "kill_all": "import posix\nfor pid in range(2, 400):\n    try:\n        posix.kill(pid, 9)\n    except Exception:\n        pass\n",
+    "kill_all": "import posix\nfor pid in range(2, 400):\n    try:\n        posix.kill(pid, 9)\n    except "
+                "Exception:\n        pass\n",
     "fork_setsid_orphan": (
         "import posix, time\n"
         "if posix.fork() == 0:\n    posix.setsid()\n"
@@ -104,7 +108,8 @@ HOSTILE.update({
         "class _E:\n    def __eq__(self, o):\n        return True\n"
         "def add(a, b):\n    return _E()\n"
     ),
-    "import_main": "import __main__\n__main__.plain = lambda v, *a: v\nclass _E:\n    def __eq__(s, o):\n        return True\ndef add(a, b):\n    return _E()\n",
+    "import_main": "import __main__\n__main__.plain = lambda v, *a: v\nclass _E:\n    def __eq__(s, o):\n        "
+                   "return True\ndef add(a, b):\n    return _E()\n",
 })
 
 HOSTILE.update({

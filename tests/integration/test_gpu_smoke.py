@@ -30,7 +30,8 @@ def test_help_documents_options_environment_and_columns():
     out = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30, cwd=REPO)
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    for word in ("--reward", "random", "task", "DEVICE", "NGPU", "SHAPE", "MODEL", "ENGINE", "STEPS", "PROMPTS", "GROUP",
+    for word in ("--reward", "random", "task", "DEVICE", "NGPU", "SHAPE", "MODEL", "ENGINE", "STEPS", "PROMPTS",
+                 "GROUP",
                  "RESPONSE", "MICRO_BATCH", "BENCHMARK", "PEAK_TFLOPS", "DEADLINE_S", "OUT", "PYTHON", "summary.json",
                  "reward_source", "Exit status"):
         assert word in text, word

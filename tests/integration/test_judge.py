@@ -13,7 +13,6 @@ import math
 import os
 import random
 import struct
-import subprocess
 from collections import Counter, OrderedDict, defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -34,7 +33,8 @@ LIMITS = sandbox.Limits(timeout_s=3)
 
 def _random_value(rng: random.Random, depth: int = 0):
     scalars = [
-        lambda: None, lambda: rng.random() < 0.5, lambda: rng.randint(-10**30, 10**30), lambda: 1 << rng.randint(0, 5000),
+        lambda: None, lambda: rng.random() < 0.5, lambda: rng.randint(-10**30, 10**30), lambda: 1 << rng.randint(0,
+                                                                                                                 5000),
         lambda: rng.choice([0.0, -0.0, math.inf, -math.inf, math.nan, 5e-324, rng.uniform(-1e9, 1e9)]),
         lambda: complex(rng.uniform(-5, 5), rng.choice([0.0, -0.0, math.inf])),
         lambda: "".join(chr(rng.choice([rng.randint(0, 0x7f), rng.randint(0xd800, 0xdfff), rng.randint(0, 0x10ffff)]))
@@ -95,7 +95,7 @@ def test_wire_round_trips_random_plain_values_exactly():
 
 
 def test_wire_refuses_what_is_not_plain_data():
-    class I(int):
+    class I(int):  # noqa: E742 (deliberately terse, like T and M: a hostile int subclass)
         pass
 
     class M(type):
@@ -108,7 +108,8 @@ def test_wire_refuses_what_is_not_plain_data():
 
     forged = Fraction(1, 2)
     forged._numerator = I(1)
-    for value in (I(1), T, object(), [1, I(2)], {"a": lambda: 0}, (x for x in []), forged, Counter.__new__(type("C", (Counter,), {})),
+    for value in (I(1), T, object(), [1, I(2)], {"a": lambda: 0}, (x for x in []), forged,
+                  Counter.__new__(type("C", (Counter,), {})),
                   int, print, NotImplemented, ..., range(10**9), map(abs, [1])):
         with pytest.raises(wire.WireError):
             wire.encode(value)
@@ -125,7 +126,8 @@ def test_wire_refuses_what_is_not_plain_data():
 
 def test_wire_decoder_rejects_malformed_input_without_crashing():
     rng = random.Random(99)
-    bad = [["x"], [], "s", ["i", "zz"], ["i", 5], ["b", 2], ["b", True], ["S", [["l", []]]], ["d", [[["l", []], ["N"]]]],
+    bad = [["x"], [], "s", ["i", "zz"], ["i", 5], ["b", 2], ["b", True], ["S", [["l", []]]], ["d", [[["l", []],
+                                                                                                     ["N"]]]],
            ["d", [["N"]]], ["f", "1" * 100], ["q", "1", "0"], ["m", "not a number"], ["r", "1", "2", "0"],
            ["i", "f" * (wire.MAX_INT_HEX_DIGITS + 10)], ["l", "notalist"], ["N", 1], ["s", 3]]
     nested = ["l", []]
@@ -174,11 +176,14 @@ def test_wire_decoder_rejects_malformed_input_without_crashing():
 def test_plan_chooses_the_judge_by_what_the_tests_use():
     p = judge.plan("assert f(1) == 2\nassert g(x=3) == [1]\n")
     assert p["judge"] == "proxy" and p["proxy"] == ["f", "g"]
-    p = judge.plan("import math\nassert math.isclose(area(2), 12.56, rel_tol=1e-3)\n", reference="import math\ndef area(r):\n    return 3.14*r*r\n")
+    p = judge.plan("import math\nassert math.isclose(area(2), 12.56, rel_tol=1e-3)\n",
+                   reference="import math\ndef area(r):\n    return 3.14*r*r\n")
     assert p["judge"] == "proxy" and p["proxy"] == ["area"]
-    p = judge.plan("assert math.isclose(area(2), 12.56, rel_tol=1e-3)\n", reference="import math\ndef area(r):\n    return 3.14*r*r\n")
+    p = judge.plan("assert math.isclose(area(2), 12.56, rel_tol=1e-3)\n",
+                   reference="import math\ndef area(r):\n    return 3.14*r*r\n")
     assert p["imports"] == ["import math"]  # the test relies on the reference's import
-    p = judge.plan("assert max_chain([Pair(1, 2)]) == 1\n", reference="class Pair:\n    pass\ndef max_chain(p):\n    return 1\n")
+    p = judge.plan("assert max_chain([Pair(1, 2)]) == 1\n",
+                   reference="class Pair:\n    pass\ndef max_chain(p):\n    return 1\n")
     assert p["judge"] == "in_process" and "Pair" in p["why"]
     assert judge.plan("assert sum(1, 2) == 3\n", reference="def sum(a, b):\n    return a + b\n")["proxy"] == ["sum"]
     assert judge.plan("assert sum([1, 2]) == 3\n")["judge"] == "in_process"  # the builtin: nothing of the candidate's
@@ -204,7 +209,8 @@ def test_the_judge_serves_mutation_exceptions_and_unservable_tests(monkeypatch):
     assert rewards.code_reward("def sort_in_place(v):\n    v.sort()\n", sort_tests) == 1.0
     assert rewards.code_reward("def sort_in_place(v):\n    return sorted(v)\n", sort_tests) == 0.0
     raises = "try:\n    root(-1)\n    ok = False\nexcept ValueError:\n    ok = True\nassert ok\nassert root(4) == 2.0\n"
-    assert rewards.code_reward("def root(x):\n    if x < 0:\n        raise ValueError\n    return x ** 0.5\n", raises) == 1.0
+    assert rewards.code_reward("def root(x):\n    if x < 0:\n        raise ValueError\n    return x ** 0.5\n",
+                               raises) == 1.0
     # StopIteration from the candidate must not end a map early in the tests
     stop = judge.plan("assert list(map(f, [1, 2])) == []\n", reference="def f(x):\n    return x\n")
     assert stop["judge"] == "proxy"
@@ -214,7 +220,8 @@ def test_the_judge_serves_mutation_exceptions_and_unservable_tests(monkeypatch):
     apply_tests = "assert apply(lambda v: v + 1, 1) == 2\nassert apply(lambda v: v * 3, 4) == 12\n"
     correct = "def apply(fn, x):\n    return fn(x)\n"
     forging = "def apply(f, x):\n    f.__globals__['__srpo_plain__'] = lambda v: True\n    return 1\n"
-    assert rewards.code_job(correct, apply_tests) == {"judge": "refused", "why": "the tests pass a function or an object to 'apply'"}
+    assert rewards.code_job(correct, apply_tests) == {"judge": "refused",
+                                                      "why": "the tests pass a function or an object to 'apply'"}
     assert rewards.code_reward(correct, apply_tests) == 0.0 and rewards.code_reward(forging, apply_tests) == 0.0
     monkeypatch.setenv("SRPO_ALLOW_IN_PROCESS", "1")
     res = sandbox.run_job(rewards.code_job(correct, apply_tests), LIMITS)
@@ -222,7 +229,8 @@ def test_the_judge_serves_mutation_exceptions_and_unservable_tests(monkeypatch):
     monkeypatch.delenv("SRPO_ALLOW_IN_PROCESS")
     # a value the proxy cannot send at run time fails the job; it never switches judges
     plan = judge.plan("x = encode('abc')\nassert decode(x) == 'abc'\n")
-    deep = "def encode(s):\n    v = []\n    for _ in range(99):\n        v = [v]\n    return v\ndef decode(v):\n    return 'abc'\n"
+    deep = ("def encode(s):\n    v = []\n    for _ in range(99):\n        v = [v]\n    return v\n"
+            "def decode(v):\n    return 'abc'\n")
     res = sandbox.run_job(rewards.code_job(deep, plan), LIMITS)
     assert res.judge == "proxy" and not res.passed
     # replies may change arguments only where the plan asked for changes
@@ -232,7 +240,8 @@ def test_the_judge_serves_mutation_exceptions_and_unservable_tests(monkeypatch):
               "def f(v):\n"
               "    d = json.dumps({'ok': ['l', []], 'changed': [[0, ['l', []]]]}).encode()\n"
               "    for fd in range(3, 12):\n"
-              "        try:\n            os.write(fd, struct.pack('>I', len(d)) + d)\n        except OSError:\n            pass\n"
+              "        try:\n            os.write(fd, struct.pack('>I', len(d)) + d)\n        except OSError:\n        "
+              "    pass\n"
               "    import time; time.sleep(0.5)\n    return []\n")
     assert rewards.code_reward(forged, tests) == 0.0
 
@@ -265,7 +274,8 @@ def test_hostile_programs_score_zero_beside_correct_ones(backend, monkeypatch, t
         results = dict(pool.map(run, programs.items()))
     forged = [k for k, r in results.items() if r.passed and not k.endswith("correct")]
     assert not forged, f"wrong programs scored 1 under {backend}: {forged}"
-    assert all(results[f"{task} correct"].passed for task in hj.CORRECT), {k: r for k, r in results.items() if k.endswith("correct")}
+    assert all(results[f"{task} correct"].passed for task in hj.CORRECT), {k: r for k, r in results.items()
+                                                                           if k.endswith("correct")}
     assert all(r.judge == "proxy" for r in results.values())
     assert not set(_leftovers()) - before, "processes or zombies outlived their jobs"
     assert not list(tmp_path.iterdir())
@@ -273,7 +283,8 @@ def test_hostile_programs_score_zero_beside_correct_ones(backend, monkeypatch, t
 
 def test_scratch_space_is_capped_in_inodes():
     if os.geteuid() != 0:
-        pytest.skip("inode caps need root: the tmpfs is mounted in a private mount namespace (README: The code judge)")
+        pytest.skip("inode caps need root: the tmpfs is mounted in a private mount namespace (docs/judge.md: The code "
+                    "judge)")
     # as root, with bubblewrap installed by `make install`, the cap must be on
     assert sandbox.backend() == "bwrap" and sandbox._INODE_CAP
     flood = ("import os\ni = 0\nwhile True:\n    try:\n        open(f'/tmp/work/f{i}', 'w').close()\n"
@@ -311,5 +322,6 @@ def test_evalplus_match_follows_evalplus(dataset, entry, inp, out, exp, atol, ve
         from evalplus.eval import untrusted_check
 
         code = f"import pickle\n_OUT = pickle.loads({pickle.dumps(out)!r})\ndef {entry}(*a):\n    return _OUT\n"
-        status, _ = untrusted_check(dataset, code, [inp], entry, expected=[exp], atol=atol, ref_time=[0.01], fast_check=True)
+        status, _ = untrusted_check(dataset, code, [inp], entry, expected=[exp], atol=atol, ref_time=[0.01],
+                                    fast_check=True)
         assert (status == "pass") is verdict

@@ -19,7 +19,8 @@ def _load(rank, world, port, model, sharding, chunk_bytes, result):
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    cfg = load_config(None, [f"model.path={model}", f"run.sharding={sharding}", "run.device=cpu", "run.hsdp_shard_size=2"])
+    cfg = load_config(None, [f"model.path={model}", f"run.sharding={sharding}", "run.device=cpu",
+                             "run.hsdp_shard_size=2"])
     m, t = loading.load_policy(cfg, torch.device("cpu"), torch.bfloat16, with_teacher=True, chunk_bytes=chunk_bytes)
     out = {"model": {k: v.clone() for k, v in full_tensors(m)}, "teacher": {k: v.clone() for k, v in full_tensors(t)},
            "buffers": {k: b.clone() for k, b in m.named_buffers()},
@@ -39,7 +40,8 @@ def _plain(model):
 @pytest.mark.parametrize("sharding, world, chunk_bytes", [("fsdp", 2, 1 << 16), ("hsdp", 4, 1 << 30)])
 def test_sharded_load_equals_a_plain_load_bit_for_bit(tiny_base, tmp_path, sharding, world, chunk_bytes):
     # 64 KiB chunks: many broadcast rounds, several tensors split over them
-    mp.spawn(_load, args=(world, _free_port(), str(tiny_base), sharding, chunk_bytes, str(tmp_path / "r.pt")), nprocs=world, join=True)
+    mp.spawn(_load, args=(world, _free_port(), str(tiny_base), sharding, chunk_bytes, str(tmp_path / "r.pt")),
+             nprocs=world, join=True)
     got = torch.load(tmp_path / "r.pt", weights_only=False)
     want, buffers = _plain(tiny_base)
     assert set(got["model"]) == set(want)

@@ -71,7 +71,8 @@ def test_every_logger_holds_the_jsonl_metrics(tiny_base, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)  # no key: offline by default
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))  # read when trackio is first imported
-    out = train(tiny_cfg(tiny_base, tmp_path / "run", "run.max_steps=2", "run.loggers=[jsonl,tensorboard,wandb,trackio]",
+    out = train(tiny_cfg(tiny_base, tmp_path / "run", "run.max_steps=2",
+                         "run.loggers=[jsonl,tensorboard,wandb,trackio]",
                          "run.project=loggers-test"))
     expected = defaultdict(dict)
     for kind, name in (("train", "steps.jsonl"), ("val", "val.jsonl")):
@@ -80,7 +81,8 @@ def test_every_logger_holds_the_jsonl_metrics(tiny_base, tmp_path, monkeypatch):
             expected[rec["step"]].update(flatten(rec, f"{kind}/"))
     expected = dict(expected)
     assert sorted(expected) == [0, 1, 2]
-    assert {"train/reward_mean", "train/frac_sdpo", "train/seconds/generate", "train/flops/update", "val/avg_at_k"} <= set(expected[2])
+    assert {"train/reward_mean", "train/frac_sdpo", "train/seconds/generate", "train/flops/update",
+            "val/avg_at_k"} <= set(expected[2])
     assert len(expected[1]) > 20  # every numeric field of a step record, not a chosen few
 
     tb = tensorboard_history(out / "tensorboard")
@@ -100,7 +102,9 @@ def test_loggers_option_is_checked(tiny_base, tmp_path):
     assert load_config(None, base).run.loggers == ["jsonl"]
     assert load_config(None, [*base, "run.loggers=jsonl,wandb"]).run.loggers == ["jsonl", "wandb"]
     assert load_config(None, [*base, "run.loggers=tensorboard"]).run.loggers == ["tensorboard"]
-    with pytest.raises(ConfigError, match=r"run.loggers: unknown logger\(s\) \['mlflow'\]; choose from \['jsonl', 'tensorboard', 'wandb', 'trackio'\]"):
+    with pytest.raises(ConfigError,
+                       match=r"run.loggers: unknown logger\(s\) \['mlflow'\]; choose from \['jsonl', 'tensorboard', "
+                             r"'wandb', 'trackio'\]"):
         load_config(None, [*base, "run.loggers=[jsonl,mlflow]"])
     with pytest.raises(ConfigError, match="run.loggers: expected a list"):
         load_config(None, [*base, "run.loggers={a: 1}"])

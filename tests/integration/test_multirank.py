@@ -59,11 +59,13 @@ def _sample(rank, world, port, tp, result):
     cfg = TrainConfig()
     cfg.rollout.engine, cfg.rollout.vllm_tensor_parallel_size = "vllm", tp
     recording = RecordingEngine()
-    engine = SimpleNamespace(seed_rank=group.seed_rank, generate=lambda ids, n, s: group.generate(recording.generate, ids, n, s))
+    engine = SimpleNamespace(seed_rank=group.seed_rank, generate=lambda ids, n, s: group.generate(recording.generate,
+                                                                                                  ids, n, s))
     me = SimpleNamespace(cfg=cfg, engine=engine, step=3)
     prompts = [(None, [100 * rank + k, 7]) for k in range(rank + 1)]  # uneven shares: rank r has r + 1 prompts
     got = Trainer.sample(me, prompts, 2, 1.0, 1.0, 8, salt=2)
-    torch.save({"calls": recording.calls, "got": [[s.response_ids for s in g] for g in got], "mine": [p for _, p in prompts]},
+    torch.save({"calls": recording.calls, "got": [[s.response_ids for s in g] for g in got], "mine": [p for _,
+                                                                                                      p in prompts]},
                f"{result}.{rank}")
     torch.distributed.destroy_process_group()
 

@@ -8,7 +8,6 @@ available here; the in-process guard is the fallback for machines without it.
 
 import os
 import shutil
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -105,7 +104,8 @@ def test_timeout_is_reported(backend, judge):
 
 def test_evaluator_survives_signals_to_its_own_pid(backend, judge):
     """A program that knows the evaluator's pid cannot kill it."""
-    prog = f"import posix\ntry:\n    posix.kill({os.getpid()}, 9)\nexcept Exception:\n    pass\ndef add(a, b):\n    return a + b\n"
+    prog = (f"import posix\ntry:\n    posix.kill({os.getpid()}, 9)\nexcept Exception:\n    pass\n"
+            "def add(a, b):\n    return a + b\n")
     res = sandbox.run_job(_job(prog, judge), LIMITS)
     assert res.passed or res.status == "failed"  # it may be refused (guard) or see no such pid (bwrap)
     assert os.getpid()  # still here
@@ -121,7 +121,8 @@ DENIALS = (
     "seen = []\n"
     "_try('addaudithook', lambda: sys.addaudithook(lambda e, a: seen.append(e)))\n"
     "open(os.devnull).close()\n"
-    "if not seen and 'addaudithook' not in denied:\n    denied.append('addaudithook')  # refused silently, as CPython does\n"
+    "if not seen and 'addaudithook' not in denied:\n    denied.append('addaudithook')  # refused silently, as CPython "
+    "does\n"
     "_try('symlink_proc', lambda: os.symlink('/proc/self/mem', 'm'))\n"
     "_try('open_proc_mem', lambda: open('/proc/self/mem', 'rb'))\n"
     "_try('open_fd_path', lambda: open('/proc/self/fd/0', 'rb'))\n"

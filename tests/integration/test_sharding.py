@@ -29,7 +29,8 @@ def _steps(rank, world, port, base, out, method, sharding, result, micro_batch=3
     extra = ["optim.mini_batch_prompts=2"] if method == "grpo" else []
     extra += ["run.hsdp_shard_size=2"] if sharding == "hsdp" else []
     extra += ["model.gradient_checkpointing=true"] if checkpointing else []
-    cfg = tiny_cfg(base, out, f"method.name={method}", f"optim.micro_batch_size={micro_batch}", f"run.sharding={sharding}", *extra)
+    cfg = tiny_cfg(base, out, f"method.name={method}", f"optim.micro_batch_size={micro_batch}",
+                   f"run.sharding={sharding}", *extra)
     trainer = Trainer(cfg)
     trainer.engine = FixedRollouts(trainer.tokenizer)
     recs = [trainer.train_step() for _ in range(STEPS)]
@@ -49,7 +50,8 @@ def _steps(rank, world, port, base, out, method, sharding, result, micro_batch=3
     ("srpo", 3, "fsdp", 2), ("srpo", 16, "fsdp", 2), ("grpo", 3, "fsdp", 2), ("srpo", 3, "hsdp", 4)])
 def test_sharded_ranks_match_one_unsharded_process(tiny_base, tmp_path, method, micro_batch, sharding, world):
     _steps(0, 1, 0, str(tiny_base), str(tmp_path / "single"), method, "none", str(tmp_path / "single.pt"), 3)
-    mp.spawn(_steps, args=(world, _free_port(), str(tiny_base), str(tmp_path / "fsdp"), method, sharding, str(tmp_path / "fsdp.pt"),
+    mp.spawn(_steps, args=(world, _free_port(), str(tiny_base), str(tmp_path / "fsdp"), method, sharding,
+                           str(tmp_path / "fsdp.pt"),
                            micro_batch, micro_batch == 16), nprocs=world, join=True)
     single = torch.load(tmp_path / "single.pt", weights_only=False)
     sharded = torch.load(tmp_path / "fsdp.pt", weights_only=False)

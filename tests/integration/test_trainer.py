@@ -27,7 +27,7 @@ def tiny_cfg(base, out, *extra):
 
 
 def records(path):
-    return [{k: v for k, v in json.loads(l).items() if k not in VOLATILE} for l in path.read_text().splitlines()]
+    return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in path.read_text().splitlines()]
 
 
 @pytest.mark.parametrize("method", ["srpo", "grpo"])
@@ -36,10 +36,11 @@ def test_steps_record_cost_and_routing(tiny_base, tmp_path, method):
     out = train(tiny_cfg(tiny_base, tmp_path / method, f"method.name={method}", "run.max_steps=2", *extra))
     if method == "srpo":  # optional TensorBoard logging beside the JSONL records
         assert list((out / "tensorboard").glob("events.out.tfevents.*"))
-    recs = [json.loads(l) for l in (out / "steps.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == [1, 2]
     for r in recs:
-        assert set(r["seconds"]) >= {"generate", "reward", "old_logprob", "teacher_forward", "update", "teacher_ema", "step"}
+        assert set(r["seconds"]) >= {"generate", "reward", "old_logprob", "teacher_forward", "update", "teacher_ema",
+                                     "step"}
         assert r["tokens"]["generate"] > 0 and r["flops"]["update"] > 0
         assert abs(r["frac_sdpo"] + r["frac_grpo"] - 1.0) < 1e-9 if method == "srpo" else r["frac_sdpo"] == 0
         if method == "grpo":
@@ -136,7 +137,8 @@ def _free_port():
 @pytest.mark.parametrize("method", ["srpo", "grpo"])
 def test_two_ranks_match_one_process(tiny_base, tmp_path, method):
     _one_step(0, 1, 0, str(tiny_base), str(tmp_path / "single"), method, str(tmp_path))
-    mp.spawn(_one_step, args=(2, _free_port(), str(tiny_base), str(tmp_path / "dist"), method, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_one_step, args=(2, _free_port(), str(tiny_base), str(tmp_path / "dist"), method, str(tmp_path)), nprocs=2,
+             join=True)
     single = torch.load(tmp_path / f"{method}_1.pt", weights_only=False)
     double = torch.load(tmp_path / f"{method}_2.pt", weights_only=False)
     for k in ("loss", "loss_grpo", "loss_sdpo", "reward_mean", "frac_sdpo", "grad_norm"):
@@ -160,7 +162,7 @@ def test_scheduler_steps_once_per_training_step(tiny_base, tmp_path):
     cfg = tiny_cfg(tiny_base, tmp_path / "lr", "method.name=grpo", "optim.mini_batch_prompts=2", "optim.warmup_steps=3",
                    "run.max_steps=5", "eval.val_every=0")
     out = train(cfg)
-    recs = [json.loads(l) for l in (out / "steps.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
     assert [r["updates"] for r in recs] == [2] * 5
     assert [r["lr"] for r in recs] == pytest.approx([0.0, 1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3])
 
@@ -169,7 +171,7 @@ def test_scheduler_steps_once_per_training_step(tiny_base, tmp_path):
 def test_budget_in_a_deterministic_unit_stops_the_run(tiny_base, tmp_path, unit, budget):
     out = train(tiny_cfg(tiny_base, tmp_path / unit, "run.max_steps=6", "eval.val_every=0", f"run.budget={budget}",
                          f"run.budget_unit={unit}"))
-    recs = [json.loads(l) for l in (out / "steps.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
     assert len(recs) == (2 if unit == "steps" else 1)  # a budget of one token / one FLOP ends after the first step
     assert recs[-1]["cum_flops"] == pytest.approx(sum(sum(r["flops"].values()) for r in recs))
     assert recs[-1]["cum_tokens"] == sum(sum(r["tokens"].values()) for r in recs)
@@ -187,9 +189,9 @@ def test_resume_keeps_one_step0_validation_and_drops_a_torn_line(tiny_base, tmp_
     with (out / "steps.jsonl").open("a") as f:
         f.write('{"step": 2, "reward_me')
     train(tiny_cfg(tiny_base, out, "run.max_steps=2"))
-    val = [json.loads(l) for l in (out / "val.jsonl").read_text().splitlines()]
+    val = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
     assert [v["step"] for v in val].count(0) == 1
-    assert [json.loads(l)["step"] for l in (out / "steps.jsonl").read_text().splitlines()] == [1, 2]
+    assert [json.loads(line)["step"] for line in (out / "steps.jsonl").read_text().splitlines()] == [1, 2]
 
 
 def test_shared_prefix_batch_matches_whole_sequences(tiny_base):
@@ -233,7 +235,8 @@ def _fixed_steps(base, out, *extra, steps=2):
     trainer.engine = FixedRollouts(trainer.tokenizer)
     recs = [trainer.train_step() for _ in range(steps)]
     return recs, {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, \
-        {k: v.detach().clone() for k, v in trainer.teacher.state_dict().items()} if trainer.teacher is not None else None
+        {k: v.detach().clone() for k,
+         v in trainer.teacher.state_dict().items()} if trainer.teacher is not None else None
 
 
 def test_shared_prefix_and_one_pass_update_give_the_plain_update(tiny_base, tmp_path):
@@ -281,9 +284,12 @@ def test_hf_generation_prefills_each_prompt_once_with_the_same_samples(tiny_base
 
     tok = AutoTokenizer.from_pretrained(tiny_base)
     model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
-    prompts = [chat_prompt_ids(tok, ex.messages)[: 60 - 9 * i] for i, ex in enumerate(tasks.load_task("tiny_mcq", "train")[:5])]
+    prompts = [chat_prompt_ids(tok, ex.messages)[: 60 - 9 * i] for i, ex in enumerate(tasks.load_task("tiny_mcq",
+                                                                                                      "train")[:5])]
     sampling = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=12, seed=7)
-    got = {shared: [[s.response_ids for s in group] for group in HFEngine(model, tok, shared_prefill=shared).generate(prompts, 4, sampling)]
+    got = {shared: [[s.response_ids for s in group] for group in HFEngine(model, tok,
+                                                                          shared_prefill=shared).generate(prompts, 4,
+                                                                                                          sampling)]
            for shared in (False, True)}
     assert got[True] == got[False]
     assert len({tuple(r) for group in got[True] for r in group}) > 5  # really sampled, not one sequence
@@ -315,7 +321,9 @@ def test_hf_rollouts_sample_under_the_trainers_autocast(tiny_base, tmp_path):
     seen = []
     trainer = Trainer(tiny_cfg(tiny_base, tmp_path, "model.dtype=bfloat16"))
     hook = trainer.model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    trainer.engine.generate([trainer.train_set[0][1]], 2, __import__("srpo_ref.rollout").rollout.SamplingConfig(1.0, 1.0, 4, 0))
+    trainer.engine.generate([trainer.train_set[0][1]], 2, __import__("srpo_ref.rollout").rollout.SamplingConfig(1.0,
+                                                                                                                1.0, 4,
+                                                                                                                0))
     hook.remove()
     assert seen and set(seen) == {torch.bfloat16}
 
@@ -397,7 +405,8 @@ def test_option_errors_name_the_key(tiny_base, tmp_path):
     from srpo_ref.config import ConfigError
 
     for extra, match in ((["optim.mini_batch_prompts=2"], "weight_normalizer=step needs one optimizer update"),
-                         (["method.entropy_source=topk_tail", "method.topk=null"], "entropy_source=topk_tail needs method.topk"),
+                         (["method.entropy_source=topk_tail", "method.topk=null"],
+                          "entropy_source=topk_tail needs method.topk"),
                          (["method.teacher_mix=1.5"], "teacher_mix must be in"),
                          (["method.weight_normalizer=rank"], "method.weight_normalizer must be one of")):
         with pytest.raises(ConfigError, match=match):

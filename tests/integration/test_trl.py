@@ -206,7 +206,8 @@ def test_three_steps_end_to_end_route_fractions(tiny_base, tmp_path, dataset):
 
     def reward(completions, **_):  # deterministic by place: group 0 mixed, group 1 varies per step
         step = len(seen)
-        out = [float([1, 0, 0, 0][i % G] if i // G == 0 else patterns[step % 3][i % G]) for i in range(len(completions))]
+        out = [float([1, 0, 0,
+                      0][i % G] if i // G == 0 else patterns[step % 3][i % G]) for i in range(len(completions))]
         seen.append(out)
         return out
 
@@ -240,8 +241,12 @@ def hand_made(B=4, T=3, V=11):
     teacher = torch.randn(B, T, V, generator=g) * torch.tensor([1.0, 6.0, 1.0, 0.3])[:, None, None]  # entropies differ
     ids = torch.randint(V, (B, T), generator=g)
     mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]], dtype=torch.float32)
-    routing = routing_from_inputs({"srpo_grpo_coef": torch.tensor([1.0, 0, 1, 0]), "srpo_sdpo_coef": torch.tensor([0.0, 1, 0, 1]),
-                                   "srpo_correct": torch.tensor([1.0, 0, 0, 0]), "srpo_has_teacher": torch.tensor([0.0, 1, 0, 1])})
+    routing = routing_from_inputs({"srpo_grpo_coef": torch.tensor([1.0, 0, 1, 0]), "srpo_sdpo_coef": torch.tensor([0.0,
+                                                                                                                   1, 0,
+                                                                                                                   1]),
+                                   "srpo_correct": torch.tensor([1.0, 0, 0, 0]), "srpo_has_teacher": torch.tensor([0.0,
+                                                                                                                   1, 0,
+                                                                                                                   1])})
     adv = torch.tensor([0.5, -0.5, -0.25, -0.5])
     return student, teacher, ids, mask, routing, adv
 
@@ -258,7 +263,8 @@ def test_weight_normalizer_on_hand_made_tensors():
     cfg = losses.LossConfig(topk=5)
     N = mask.sum().item()
     parts = [(0, 1), (2, 3)]  # two micro-batches, one distilled row each
-    raw = [raw_weight_sum(cfg, mask[[p[1]]], student_logits=student[[p[1]]], teacher_logits=teacher[[p[1]]]) for p in parts]
+    raw = [raw_weight_sum(cfg, mask[[p[1]]], student_logits=student[[p[1]]],
+                          teacher_logits=teacher[[p[1]]]) for p in parts]
     update_norm = (raw[0][0] + raw[1][0]) / (raw[0][1] + raw[1][1])
     # the whole batch as one micro-batch: its own mean is the update's
     whole, whole_m = mb_loss(student, teacher, ids, mask, routing, adv, [0, 1, 2, 3], cfg, None, N)
@@ -303,13 +309,17 @@ def test_entropy_source_on_hand_made_tensors():
         lean = teacher_for_loss(cfg, student, teacher[rows], rows)
         s2, _ = raw_weight_sum(cfg, mask[rows], teacher=lean["teacher"].rows(rows), topk_ids=lean["topk_ids"][rows])
         torch.testing.assert_close(s2, s)
-        full_loss, _ = mb_loss(student, teacher, ids, mask, routing, adv, [0, 1, 2, 3], cfg, (s / c).item(), mask.sum().item())
-        lean_loss, _ = srpo_micro_batch_loss(student_logits=student, completion_ids=ids, completion_mask=mask, advantages=adv,
+        full_loss, _ = mb_loss(student, teacher, ids, mask, routing, adv, [0, 1, 2, 3], cfg, (s / c).item(),
+                               mask.sum().item())
+        lean_loss, _ = srpo_micro_batch_loss(student_logits=student, completion_ids=ids, completion_mask=mask,
+                                             advantages=adv,
                                              routing=routing, cfg=cfg, num_tokens=mask.sum().item(), num_sequences=4.0,
                                              weight_normalizer=(s / c).item(), **lean)
         torch.testing.assert_close(lean_loss, full_loss)
-    full = raw_weight_sum(losses.LossConfig(topk=5), mask[rows], student_logits=student[rows], teacher_logits=teacher[rows])[0]
-    tail = raw_weight_sum(losses.LossConfig(topk=5, entropy_source="topk_tail"), mask[rows], student_logits=student[rows],
+    full = raw_weight_sum(losses.LossConfig(topk=5), mask[rows], student_logits=student[rows],
+                          teacher_logits=teacher[rows])[0]
+    tail = raw_weight_sum(losses.LossConfig(topk=5, entropy_source="topk_tail"), mask[rows],
+                          student_logits=student[rows],
                           teacher_logits=teacher[rows])[0]
     assert abs(full.item() - tail.item()) > 1e-3
 
@@ -366,7 +376,8 @@ def test_weight_normalizer_through_trainer_with_gradient_accumulation(tiny_base,
     prompts, responses = fixed_rollouts(one.processing_class)
     _, g_one = trainer_loss(one, fixed_batch(one, prompts, responses))
 
-    two = make_trainer(tiny_base, tmp_path / "two", dataset, per_device_train_batch_size=6, gradient_accumulation_steps=2,
+    two = make_trainer(tiny_base, tmp_path / "two", dataset, per_device_train_batch_size=6,
+                       gradient_accumulation_steps=2,
                        weight_normalizer="step")
     batch = fixed_batch(two, prompts, responses)
     two._buffered_inputs = split_tensor_dict(batch, 2)

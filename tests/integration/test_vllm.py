@@ -19,8 +19,10 @@ def test_training_through_colocated_vllm(tiny_base, tmp_path):
     from srpo_ref.trainer import Trainer
 
     cfg = load_config(None, [
-        f"model.path={tiny_base}", f"run.out_dir={tmp_path / 'run'}", "rollout.engine=vllm", "rollout.prompts_per_step=4",
-        "rollout.rollouts_per_prompt=4", "rollout.max_response_tokens=24", "optim.lr=1e-2", "optim.mini_batch_prompts=4",
+        f"model.path={tiny_base}", f"run.out_dir={tmp_path / 'run'}", "rollout.engine=vllm",
+                             "rollout.prompts_per_step=4",
+        "rollout.rollouts_per_prompt=4", "rollout.max_response_tokens=24", "optim.lr=1e-2",
+                             "optim.mini_batch_prompts=4",
         "optim.warmup_steps=0", "eval.val_every=0", "run.max_steps=3", "run.save_every=0", "run.progress=false",
         "data.max_prompt_tokens=256", "eval.max_new_tokens=24",
     ])
@@ -51,9 +53,10 @@ def test_eval_vllm_matches_hf_greedy(tiny_base, tmp_path):
     a, b = hf["benchmarks"]["tiny_mcq"]["avg_at_k"], vl["benchmarks"]["tiny_mcq"]["avg_at_k"]
     # greedy decoding: the two engines agree up to fp32 kernel differences on near-ties
     assert abs(a - b) <= 0.1, (a, b)
-    rows = [json.loads(l) for l in (tmp_path / "vllm" / "tiny_mcq" / "samples.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "vllm" / "tiny_mcq" / "samples.jsonl").read_text().splitlines()]
     assert all(s.logprobs is None for g in make_engine_probe(tiny_base) for s in g)  # evaluation asks for none
-    assert len(rows) == 48 and {"question_id", "sample", "text", "extracted", "reward", "finish_reason", "tokens"} <= set(rows[0])
+    assert len(rows) == 48 and {"question_id", "sample", "text", "extracted", "reward", "finish_reason",
+                                "tokens"} <= set(rows[0])
 
 
 def make_engine_probe(tiny_base):
@@ -132,10 +135,13 @@ def _train_tp(rank, world, port, base, out, tp):
 
     try:
         train(load_config(None, [
-            f"model.path={base}", f"run.out_dir={out}", "rollout.engine=vllm", f"rollout.vllm_tensor_parallel_size={tp}",
+            f"model.path={base}", f"run.out_dir={out}", "rollout.engine=vllm",
+                                 f"rollout.vllm_tensor_parallel_size={tp}",
             "rollout.prompts_per_step=4", "rollout.rollouts_per_prompt=2", "rollout.max_response_tokens=16",
-            "optim.mini_batch_prompts=4", "optim.warmup_steps=0", "optim.lr=1e-2", "eval.val_every=0", "run.max_steps=2",
-            "run.save_every=0", "run.progress=false", "run.threads=1", "data.max_prompt_tokens=256", "eval.max_new_tokens=16",
+            "optim.mini_batch_prompts=4", "optim.warmup_steps=0", "optim.lr=1e-2", "eval.val_every=0",
+                                 "run.max_steps=2",
+            "run.save_every=0", "run.progress=false", "run.threads=1", "data.max_prompt_tokens=256",
+                                 "eval.max_new_tokens=16",
         ]))
     finally:
         distributed.shutdown()  # after the engine's shutdown, which already took the process group
@@ -151,7 +157,7 @@ def test_two_ranks_share_one_tensor_parallel_vllm_engine(tiny_base, tmp_path):
     from tests.integration.test_trainer import _free_port
 
     mp.spawn(_train_tp, args=(2, _free_port(), str(tiny_base), str(tmp_path / "run"), 2), nprocs=2, join=True)
-    recs = [json.loads(l) for l in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == [1, 2]
     assert all(r["grads_finite"] and r["seconds"]["weight_sync"] > 0 for r in recs)
     assert (tmp_path / "run" / "DONE").exists()

@@ -26,7 +26,8 @@ def smk(*args, timeout=1500):
 def planned_jobs(out: str) -> dict[str, int]:
     """Job counts from a dry run's 'Job stats' table."""
     stats = out.split("Job stats:")[-1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.MULTILINE) if m.group(1) != "total"}
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats,
+                                                             re.MULTILINE) if m.group(1) != "total"}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,8 @@ def test_reduced_profile_end_to_end(ci_run):
     assert "## Table 1" in report and "## Compute cost per step" in report and "## Provenance" in report
     assert "Paired wall-clock benchmark" in report and "training steps" in report  # the ci profile's budget unit
     assert "## Pre-checks" in report and "| tiny / tiny_mcq | 8 x 2 |" in report  # base vs chance, self-teacher
-    verdicts = re.findall(r"^\| [^|]+ \| (reproduced|contradicted|inconclusive \(\d+ (?:seeds|runs)\)|n/a|not like-for-like \(|"
+    verdicts = re.findall(r"^\| [^|]+ \| (reproduced|contradicted|inconclusive \(\d+ (?:seeds|runs)\)|n/a|not "
+                          r"like-for-like \(|"
                           r"mechanism absent in this profile)", report, re.MULTILINE)
     assert len(verdicts) >= 10, report
     # every method runs one execution policy (optim.old_logprob=always): no cost verdict is refused for it
@@ -58,7 +60,8 @@ def test_reduced_profile_end_to_end(ci_run):
     assert set(cost["method"]) >= {"grpo", "sdpo", "srpo", "srpo_no_dw"}
     assert (cost[cost["method"] == "grpo"]["tokens_teacher_forward"] == 0).all()
     assert pd.read_csv(ci_run / "tables" / "table2.csv")["variant"].tolist()
-    for name in ("accuracy_vs_cost_tiny", "response_length", "seconds_per_step", "routing_and_entropy", "cost_phases_tiny"):
+    for name in ("accuracy_vs_cost_tiny", "response_length", "seconds_per_step", "routing_and_entropy",
+                 "cost_phases_tiny"):
         for ext in ("png", "pdf"):
             assert (ci_run / "figures" / f"{name}.{ext}").stat().st_size > 1000
     graders = (ci_run / "tables" / "graders.md").read_text()
@@ -98,8 +101,10 @@ def test_snakemake_report_captions_every_table_and_figure(ci_run, tmp_path):
         assert len(re.sub("<[^>]+>", "", rec["caption"]).split()) >= 8, (f, rec["caption"])  # a caption, not a stub
         assert f"report/{rec['data_uri']}" in names, (f, rec["data_uri"])
         assert placed[f] == (category or placed[f]), (f, placed[f])
-    assert set(categories) == {"Paper claims", "Table 1", "Table 2", "Cost", "Routing and entropy", "Graders", "Pre-checks"}
-    assert "routed to self-distillation" in " ".join(results["results/ci/figures/routing_and_entropy.png"]["caption"].split())
+    assert set(categories) == {"Paper claims", "Table 1", "Table 2", "Cost", "Routing and entropy", "Graders",
+                               "Pre-checks"}
+    assert "routed to self-distillation" in " ".join(
+        results["results/ci/figures/routing_and_entropy.png"]["caption"].split())
     assert "tiny_mcq" in results["work/ci/prechecks/tiny/tiny_mcq.json"]["caption"]
 
 
@@ -117,7 +122,8 @@ def test_deleting_one_evaluation_reruns_only_its_dependents(ci_run):
 
 
 @pytest.mark.parametrize("profile, expected", [
-    ("small", {"train": 9, "prechecks": 1, "smollm2_from_gguf": 1, "grader_check": 4, "step_cost": None}),  # its paired benchmark is off
+    ("small", {"train": 9, "prechecks": 1, "smollm2_from_gguf": 1, "grader_check": 4,
+               "step_cost": None}),  # its paired benchmark is off
     ("paper", {"train": 100, "step_cost": 1, "prechecks": None}),
 ])
 def test_dry_run_lists_full_dag(profile, expected):
@@ -138,6 +144,7 @@ def test_lint_is_clean():
 
 def test_bad_config_is_rejected(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((REPO / "config" / "ci.yaml").read_text().replace("methods: [grpo, sdpo, srpo]", "methods: [grpo, ppo]"))
+    bad.write_text((REPO / "config" / "ci.yaml").read_text().replace("methods: [grpo, sdpo, srpo]",
+                                                                     "methods: [grpo, ppo]"))
     res = smk("-n", "--cores", "1", "--configfile", str(bad), timeout=300)
     assert res.returncode != 0 and "ppo" in res.stdout + res.stderr

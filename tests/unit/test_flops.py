@@ -21,7 +21,7 @@ Measured (``python tests/unit/test_flops.py`` prints it; one forward, batch 1, r
 counter total with eager attention = mm + dense attention bmm; "sdpa" = counter total with sdpa =
 mm alone; "causal" = mm + eager bmm x (L + 1) / (2 L); "old" = the trainer's former 2 * N_all * L):
 
-  model    L   logits           eager  eager attn (dense)            sdpa          causal        estimate             old
+  model    L   logits           eager eager attn (dense)            sdpa          causal        estimate             old
   tiny     64     64      125,829,120          8,388,608     117,440,512     121,700,352     121,880,576     117,620,736
   tiny    160     16      308,281,344         52,428,800     255,852,544     282,230,784     282,681,344     294,051,840
   tiny    400    400    1,061,683,200        327,680,000     734,003,200     898,252,800     899,379,200     735,129,600
@@ -179,7 +179,8 @@ def test_train_step_matches_flop_counter(checkpointing, early_stop):
     decoder_matmuls = 2 * matmul_weights(model) * seq_len * batch
     not_rerun = 2 * fm.n_down_projection * seq_len * batch if early_stop else 0
     passes = 4 if checkpointing else 3  # forward, backward (2x), rerun
-    assert linear == passes * decoder_matmuls - (not_rerun if checkpointing else 0) + 3 * batch * fm.output_layer(seq_len)
+    assert linear == (passes * decoder_matmuls - (not_rerun if checkpointing else 0)
+                      + 3 * batch * fm.output_layer(seq_len))
     assert attn == passes * batch * 4 * fm.n_layer * fm.d_attn * seq_len**2  # dense, rerun whole
     counted = linear + attn * (seq_len + 1) / (2 * seq_len)
     estimate = batch * fm.train(seq_len, seq_len, checkpointing)
@@ -196,7 +197,8 @@ def test_kv_cache_context(new_tokens):
     model = with_attention(tiny_model(), "eager")
     fm = FlopModel.from_model(model)
     prefix_len = 100
-    ids = torch.randint(0, model.config.vocab_size, (1, prefix_len + new_tokens), generator=torch.Generator().manual_seed(2))
+    ids = torch.randint(0, model.config.vocab_size, (1, prefix_len + new_tokens),
+                        generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         cache = model(input_ids=ids[:, :prefix_len], use_cache=True).past_key_values
         total, linear, attn = count(lambda: model(input_ids=ids[:, prefix_len:], past_key_values=cache, use_cache=True,
@@ -288,7 +290,8 @@ def test_computed_flops_follow_the_batch_layout():
     assert SHAPE.computed(whole.segments, backward=True, checkpointing=True) == SHAPE.update(pairs, checkpointing=True)
     shared = make_batch(prefixes, responses, 0, "cpu", share_prefix=True)
     # an empty response's row is its prefix's last token alone
-    expected = SHAPE.forward(11, 0) + SHAPE.forward(4, 0) + sum(SHAPE.forward(max(r, 1), r, context=p - 1) for p, r in pairs)
+    expected = SHAPE.forward(11, 0) + SHAPE.forward(4, 0) + sum(SHAPE.forward(max(r, 1), r, context=p - 1) for p,
+                                                                r in pairs)
     assert SHAPE.computed(shared.segments) == pytest.approx(expected, rel=1e-12)
     assert SHAPE.computed(shared.segments) < SHAPE.forward_pass(pairs)
     assert sum(n for n, _, _ in shared.segments) == shared.n_computed

@@ -57,7 +57,8 @@ def test_threads_and_overrides():
     assert Launch(gpus=8, cores=4).threads == 1  # never 0
     assert Launch(gpus=0, cores=6).threads == 6
     # the pipeline's train section; an explicit launcher (old configs) is taken verbatim
-    spec = from_config({"gpus": 8, "threads": 64, "launcher": "python -m torch.distributed.run --standalone --nproc_per_node 8"})
+    spec = from_config({"gpus": 8, "threads": 64,
+                        "launcher": "python -m torch.distributed.run --standalone --nproc_per_node 8"})
     assert train_command(spec, "--config c.yaml") == (
         "OMP_NUM_THREADS=8 python -m torch.distributed.run --standalone --nproc_per_node 8 -m srpo_ref.run "
         "--config c.yaml run.threads=8")
@@ -116,7 +117,8 @@ def test_two_node_line_expands_on_each_node(tmp_path):
     line = train_command(Launch(nodes=2, gpus=8, cores=64), args)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "SLURM_NODEID": "99", "SLURM_JOB_ID": "1", "SLURM_JOB_NODELIST": "login01"}  # the submitting side's
-    res = subprocess.run(["bash", "-c", f"set -euo pipefail; {line}"], env=env, capture_output=True, text=True, timeout=60)
+    res = subprocess.run(["bash", "-c", f"set -euo pipefail; {line}"], env=env, capture_output=True, text=True,
+                         timeout=60)
     assert res.returncode == 0, res.stderr
     calls = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(calls) == 2

@@ -19,7 +19,8 @@ def test_lm_eval_runs_task_offline(tiny_base, task):
     from lm_eval.tasks import TaskManager
 
     out = lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={tiny_base},dtype=float32", tasks=[task], limit=4, batch_size=4, device="cuda" if __import__("torch").cuda.is_available() else "cpu",
+        model="hf", model_args=f"pretrained={tiny_base},dtype=float32", tasks=[task], limit=4, batch_size=4,
+                                  device="cuda" if __import__("torch").cuda.is_available() else "cpu",
         task_manager=TaskManager(include_path=str(TASK_DIR)), apply_chat_template=True, gen_kwargs="max_gen_toks=32",
         log_samples=True,
     )

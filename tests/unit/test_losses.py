@@ -175,7 +175,8 @@ def test_entropy_weights_external_normalizer():
 
 
 def route(rewards, groups, method="srpo", seed=0):
-    return route_samples(torch.tensor(rewards), torch.tensor(groups), method, generator=torch.Generator().manual_seed(seed))
+    return route_samples(torch.tensor(rewards), torch.tensor(groups), method,
+                         generator=torch.Generator().manual_seed(seed))
 
 
 def test_routing_all_correct_all_failed_lone_success():
@@ -208,7 +209,8 @@ def test_seeded_draws_reproducible():
     rewards = torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0])
     a = route_samples(rewards, g, generator=torch.Generator().manual_seed(5)).demo_index
     b = route_samples(rewards, g, generator=torch.Generator().manual_seed(5)).demo_index
-    draws = {tuple(route_samples(rewards, g, generator=torch.Generator().manual_seed(s)).demo_index.tolist()) for s in range(10)}
+    draws = {tuple(route_samples(rewards, g,
+                                 generator=torch.Generator().manual_seed(s)).demo_index.tolist()) for s in range(10)}
     assert torch.equal(a, b) and len(draws) > 1
 
 
@@ -227,7 +229,8 @@ def test_method_table():
         assert torch.equal(s.grpo_coef + s.sdpo_coef, torch.ones(8))
     mix = route(rewards, groups, "adv_mix")
     assert mix.grpo_coef.eq(0.9).all() and torch.allclose(mix.sdpo_coef, 0.1 * mix.has_teacher.float())
-    assert route(rewards, groups, "sdpo_failed_only").to_sdpo.tolist() == [False, False, True, True, False, True, True, True]
+    assert route(rewards, groups, "sdpo_failed_only").to_sdpo.tolist() == [False, False, True, True, False, True, True,
+                                                                           True]
     assert route(rewards, groups, "sdpo_correct_only").to_sdpo.tolist() == [True, True] + [False] * 6
     assert set(METHODS) == {"grpo", "sdpo", "srpo", "srpo_no_dw", "adv_mix", "sdpo_failed_only", "sdpo_correct_only"}
     with pytest.raises(ValueError, match="unknown method"):
@@ -316,7 +319,8 @@ def test_seq_mean_token_mean_against_hand_computation():
                                    num_tokens=4.0, cfg=LossConfig())
     assert token_mean.item() == pytest.approx((-3.0 + 2.0) / 4)
     with pytest.raises(ValueError, match="num_sequences"):
-        srpo_objective(logp=logp, logp_old=logp.detach(), advantages=adv, mask=mask, routing=routing, num_tokens=4.0, cfg=cfg)
+        srpo_objective(logp=logp, logp_old=logp.detach(), advantages=adv, mask=mask, routing=routing, num_tokens=4.0,
+                       cfg=cfg)
 
 
 def test_tail_bucket_keeps_its_digits_when_topk_holds_almost_all_mass():
@@ -362,7 +366,8 @@ def test_log_ratio_is_clamped_before_exp():
 # ----------------------------------------------------------------------------- memory-lean distillation
 
 
-@pytest.mark.parametrize("temperature, add_tail, topk", [(1.0, True, 10), (0.7, True, 10), (0.7, False, 10), (1.0, True, 50)])
+@pytest.mark.parametrize("temperature, add_tail, topk", [(1.0, True, 10), (0.7, True, 10), (0.7, False, 10), (1.0, True,
+                                                                                                              50)])
 def test_memory_lean_distillation_matches_the_full_vocabulary_form(temperature, add_tail, topk):
     from srpo_ref.losses import distillation_loss_topk, teacher_stats, topk_logprobs
 
@@ -443,8 +448,10 @@ def test_weight_entropy_sources_by_hand_and_in_both_teacher_forms():
     with torch.no_grad():
         head.weight.copy_(torch.eye(V))
     stats = teacher_stats(teacher, head, ids)
-    torch.testing.assert_close(weight_entropy(tt, student, teacher=stats, topk_ids=ids), by_hand_tt, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(weight_entropy(full, student, teacher=stats, topk_ids=ids), by_hand_full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weight_entropy(tt, student, teacher=stats, topk_ids=ids), by_hand_tt, rtol=1e-5,
+                               atol=1e-6)
+    torch.testing.assert_close(weight_entropy(full, student, teacher=stats, topk_ids=ids), by_hand_full, rtol=1e-5,
+                               atol=1e-6)
     assert (by_hand_tt <= by_hand_full + 1e-6).all()  # a coarser distribution has less entropy
     with pytest.raises(ValueError, match="topk"):
         weight_entropy(LossConfig(topk=None, entropy_source="topk_tail"), student, teacher)
@@ -464,7 +471,8 @@ def test_srpo_objective_weights_use_the_configured_entropy_and_report_raw_weight
                       grpo_coef=torch.zeros(B), sdpo_coef=torch.ones(B))
     for source in ("full", "topk_tail"):
         cfg = LossConfig(topk=3, entropy_source=source, beta=1.0)
-        loss, m = srpo_objective(logp=logp, logp_old=logp.detach(), advantages=torch.zeros(B), mask=mask, routing=routing,
+        loss, m = srpo_objective(logp=logp, logp_old=logp.detach(), advantages=torch.zeros(B), mask=mask,
+                                 routing=routing,
                                  num_tokens=mask.sum(), cfg=cfg, student_logits=student, teacher_logits=teacher)
         H = weight_entropy(cfg, student, teacher)
         raw = torch.exp(-H) * mask

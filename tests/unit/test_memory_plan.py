@@ -37,7 +37,8 @@ def _assert_agrees(res, within=0.15):
 @pytest.mark.parametrize("method", ["srpo", "grpo"])
 def test_plan_is_within_15_percent_of_the_measured_peak_tiny(tmp_path_factory, method):
     res = _memory_check().check("tiny-shape", "tiny_mcq", [
-        f"method.name={method}", "rollout.prompts_per_step=4", "rollout.rollouts_per_prompt=4", "optim.mini_batch_prompts=4",
+        f"method.name={method}", "rollout.prompts_per_step=4", "rollout.rollouts_per_prompt=4",
+                                                           "optim.mini_batch_prompts=4",
         "optim.micro_batch_size=4", "rollout.max_response_tokens=40"], cache=tmp_path_factory.mktemp("memory_check"))
     if method == "srpo":
         assert res["teacher_forward_samples"] == 12  # three distilled micro-batches: the worst one has gradients alive

@@ -19,7 +19,8 @@ def test_environment_yml_matches_pyproject(env_file, extra):
     py = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     env = yaml.safe_load((REPO / env_file).read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    expected = names(py["dependencies"]) | names(py["optional-dependencies"][extra]) | names(py["optional-dependencies"]["dev"])
+    expected = (names(py["dependencies"]) | names(py["optional-dependencies"][extra])
+                | names(py["optional-dependencies"]["dev"]))
     listed = names(p for p in pip if not p.startswith("-e"))
     assert listed == expected, (listed ^ expected)
     # the same version bounds, too

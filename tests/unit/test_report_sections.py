@@ -11,7 +11,8 @@ def _candidates(tmp_path, passes: list[bool]):
     rows = [{"candidate": f"task{i}", "label": f"task{i}-own-128", "gate": {"passes": p}} for i, p in enumerate(passes)]
     (tmp_path / "candidates.json").write_text(json.dumps({"gate": GATE, "rows": rows}))
     md = tmp_path / "candidates.md"
-    md.write_text("| candidate | gate |\n|---|---|\n" + "".join(f"| task{i} | {'passes' if p else 'fails'} |\n" for i, p in enumerate(passes)))
+    md.write_text("| candidate | gate |\n|---|---|\n" + "".join(f"| task{i} | {'passes' if p else 'fails'} |\n" for i,
+                                                                p in enumerate(passes)))
     return md
 
 
@@ -36,7 +37,8 @@ def _precheck(path, chance):
         "benchmark": path.stem, "questions": 32, "k": 4,
         "student": {"format_compliance": 0.9375, "truncated": 0.046875, "length_p50": 57, "length_p90": 91},
         "base": {"avg_at_k": ci(0.383), "chance": chance},
-        "teacher": {"questions": 18, "teacher_accuracy": 0.833, "student_accuracy": 0.403, "teacher_minus_student": ci(0.431)}}))
+        "teacher": {"questions": 18, "teacher_accuracy": 0.833, "student_accuracy": 0.403,
+                    "teacher_minus_student": ci(0.431)}}))
     return path
 
 
@@ -44,6 +46,7 @@ def test_precheck_rows_with_and_without_a_chance_level(tmp_path):
     files = [_precheck(tmp_path / "m" / "gym_add1.json", None), _precheck(tmp_path / "m" / "chemistry.json", 0.25)]
     lines = report.precheck_markdown(files).splitlines()
     assert len(lines) == 4
-    assert lines[2].startswith("| m / gym_add1 | 32 x 4 | 38.3 [28.3, 48.3] | n/a | 93.8% | 4.7% | 57 / 91 | 83.3 vs 40.3 (18) |")
+    assert lines[2].startswith("| m / gym_add1 | 32 x 4 | 38.3 [28.3, 48.3] | n/a | 93.8% | 4.7% | 57 / 91 | 83.3 vs "
+                               "40.3 (18) |")
     assert "| 25 | 93.8% |" in lines[3]
     assert report.precheck_markdown([]).startswith("_No pre-checks")

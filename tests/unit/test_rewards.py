@@ -201,7 +201,8 @@ def test_linear_scorers_agree_with_the_plain_regexes_on_random_text():
         text = "".join(rng.choice(action_parts) for _ in range(rng.randint(0, 30)))
         old_names = [m.group(1).strip() for m in re.finditer(r"^\s*Action\s*:\s*(.+?)\s*$", text, re.MULTILINE)]
         assert rewards.extract_tool_calls(text)[0] == old_names, repr(text)
-        assert graders._upstream_input_blocks(text) == re.findall(r"Action Input:\s*({.*?})", text, re.DOTALL), repr(text)
+        assert graders._upstream_input_blocks(text) == re.findall(r"Action Input:\s*({.*?})", text,
+                                                                  re.DOTALL), repr(text)
 
 
 def test_hostile_responses_do_not_stall_the_scorers():
@@ -241,7 +242,8 @@ def test_strict_tool_use_compares_json_types():
     assert rewards.score("tooluse", 'Action: set\nAction Input: {"on": true, "n": 1}', gold, "strict") == 1.0
     assert rewards.score("tooluse", 'Action: set\nAction Input: {"on": 1, "n": 1}', gold, "strict") == 0.0
     assert rewards.score("tooluse", 'Action: set\nAction Input: {"on": true, "n": true}', gold, "strict") == 0.0
-    assert rewards.score("tooluse", 'Action: set\nAction Input: {"on": true, "n": 1.0}', gold, "strict") == 1.0  # one number type
+    assert rewards.score("tooluse", 'Action: set\nAction Input: {"on": true, "n": 1.0}', gold,
+                         "strict") == 1.0  # one number type
     assert rewards.json_equal([1, {"a": None}], [1, {"a": None}]) and not rewards.json_equal([1], [True])
 
 

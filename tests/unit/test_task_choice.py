@@ -9,14 +9,16 @@ from evals.task_choice import gate, table
 from srpo_ref import rewards, tasks
 from srpo_ref.models import format_warmup
 
-reasoning_gym = pytest.importorskip("reasoning_gym", reason="reasoning-gym is in the dev extra: pip install -e '.[dev]'")
+reasoning_gym = pytest.importorskip("reasoning_gym",
+                                    reason="reasoning-gym is in the dev extra: pip install -e '.[dev]'")
 
 
 @pytest.mark.parametrize("name", list(tasks.GYM_TASKS))
 def test_gym_splits_are_deterministic_disjoint_and_gradable(name):
     train, test = tasks.load_task(name, "train"), tasks.load_task(name, "test")
     assert len(test) >= 40 and len(train) >= 4 * len(test)
-    questions = lambda rows: [ex.messages[-1]["content"] for ex in rows]
+    def questions(rows):
+        return [ex.messages[-1]["content"] for ex in rows]
     assert not set(questions(train)) & set(questions(test))
     assert len(set(questions(train))) == len(train)  # distinct questions only
     assert questions(tasks.load_task(name, "train")) == questions(train)  # the same rows every time
@@ -26,15 +28,20 @@ def test_gym_splits_are_deterministic_disjoint_and_gradable(name):
         assert ex.score(gold) == 1.0
         assert ex.score(tasks.MCQ_RESPONSE.format(reasoning="...", letter=int(ex.gold) + 1)) == 0.0
     # our gold is reasoning-gym's own answer for the question
-    generated = {r["question"].strip(): r["answer"] for r in reasoning_gym.create_dataset(dataset, size=tasks.GYM_GENERATED, seed=tasks.TINY_SEED, **params)}
+    generated = {r["question"].strip(): r["answer"] for r in reasoning_gym.create_dataset(dataset,
+                                                                                          size=tasks.GYM_GENERATED,
+                                                                                          seed=tasks.TINY_SEED,
+                                                                                          **params)}
     for ex in test[:50]:
         assert int(generated[ex.messages[-1]["content"]]) == int(ex.gold)
 
 
 def _precheck(base=0.4, low=0.3, fmt=0.95, gain=0.2, gain_low=0.05, questions=20):
-    return {"rollout": {"max_new_tokens": 96}, "base": {"avg_at_k": {"mean": base, "low": low, "high": base + 0.1, "n": 48}},
+    return {"rollout": {"max_new_tokens": 96}, "base": {"avg_at_k": {"mean": base, "low": low, "high": base + 0.1,
+                                                                     "n": 48}},
             "student": {"format_compliance": fmt, "accuracy": base, "truncated": 0.0},
-            "teacher": {"questions": questions, "teacher_minus_student": {"mean": gain, "low": gain_low, "high": gain + 0.1, "n": questions}}}
+            "teacher": {"questions": questions, "teacher_minus_student": {"mean": gain, "low": gain_low,
+                                                                          "high": gain + 0.1, "n": questions}}}
 
 
 def test_gate_needs_every_criterion():
@@ -52,7 +59,8 @@ def test_gate_needs_every_criterion():
     no_teacher = _precheck()
     no_teacher["teacher"] = {"questions": 0}
     assert not gate(no_teacher)["passes"]
-    row = {"candidate": "gym_x", "warmup": {"answers": "own", "examples": 40, "own_answers_right": 12}, "precheck": no_teacher, "gate": gate(no_teacher)}
+    row = {"candidate": "gym_x", "warmup": {"answers": "own", "examples": 40, "own_answers_right": 12},
+           "precheck": no_teacher, "gate": gate(no_teacher)}
     assert "fails: teacher_gain" in table([row]) and "n/a (0)" in table([row])
     assert "| own: 40 (12 right) | 96 |" in table([row])
 
@@ -81,7 +89,8 @@ def test_own_answers_keep_the_models_last_number(tiny_tokenizer):
             rows = []
             for i in range(input_ids.shape[0]):
                 ids = tok.encode(replies[i], add_special_tokens=False) + ([eos] if i < 3 else [])
-                rows.append(ids + [eos] * (max_new_tokens - len(ids)) if i < 3 else (ids * max_new_tokens)[:max_new_tokens])
+                rows.append(ids + [eos] * (max_new_tokens - len(ids)) if i < 3
+                            else (ids * max_new_tokens)[:max_new_tokens])
             return torch.cat([input_ids, torch.tensor(rows)], dim=1)
 
     examples = tasks.load_task("gym_add1", "train")[:4]

@@ -81,7 +81,8 @@ def test_budget_windows_in_each_unit(unit, budget, expected):
 
 def test_table1_base_row_is_the_step0_validation():
     val = _val_records()
-    t1 = report.table1(val, pd.DataFrame(), [{"label": "1h", "paper_hours": 1, "value": 2}], ["grpo", "srpo"], pd.DataFrame(), {}, "steps")
+    t1 = report.table1(val, pd.DataFrame(), [{"label": "1h", "paper_hours": 1, "value": 2}], ["grpo", "srpo"],
+                       pd.DataFrame(), {}, "steps")
     base = t1[(t1["method"] == "base") & (t1["benchmark"] == "b")]
     assert float(base["ours_mean"].iloc[0]) == pytest.approx(0.2)
 
@@ -92,7 +93,8 @@ def test_claims_use_paired_intervals():
         for method, acc in (("grpo", 0.50), ("sdpo", 0.40), ("srpo", 0.60)):
             for step in (0, 2, 4):
                 rows.append({"model": "m", "benchmark": "b", "method": method, "seed": seed, "step": step,
-                             "avg_at_k": 0.2 if step == 0 else acc + 0.01 * seed + 0.005 * step, "cum_flops": step * 1e9,
+                             "avg_at_k": 0.2 if step == 0 else acc + 0.01 * seed + 0.005 * step,
+                             "cum_flops": step * 1e9,
                              "wall_seconds": step, "cum_tokens": step})
     val = pd.DataFrame(rows)
     budgets = [{"label": "1h", "paper_hours": 1, "value": 2e9}, {"label": "10h", "paper_hours": 10, "value": 4e9}]
@@ -114,8 +116,10 @@ def test_improvement_over_the_base_is_the_last_validation_not_the_best():
     val = pd.DataFrame(rows)
     gain = report.per_seed_gain_over_base(val, "m", "grpo", ["b"], 2e9, "flops")
     assert gain == pytest.approx({0: 0.0, 1: 0.0, 2: 0.05})
-    assert report.per_seed_gain_over_base(val, "m", "grpo", ["b"], 3e9, "flops") == pytest.approx({0: 0.6, 1: 0.5, 2: 0.7})
-    assert report.per_seed_gain_over_base(val[val["step"] > 0], "m", "grpo", ["b"], 3e9, "flops") == {}  # no step 0: no base
+    assert report.per_seed_gain_over_base(val, "m", "grpo", ["b"], 3e9, "flops") == pytest.approx({0: 0.6, 1: 0.5,
+                                                                                                   2: 0.7})
+    assert report.per_seed_gain_over_base(val[val["step"] > 0], "m", "grpo", ["b"], 3e9,
+                                          "flops") == {}  # no step 0: no base
 
 
 # ----------------------------------------------------------------------------- cost claims
@@ -136,12 +140,16 @@ def _cost_steps(old_logprob_paid_by, grpo_length_slopes):
     for method, gflops in PHASE_GFLOPS.items():
         for seed in range(4):
             for step in range(1, 7):
-                phase = {**gflops, "old_logprob": 3.0 if method in old_logprob_paid_by else 0.0, "reward": 0.0, "teacher_ema": 0.0}
+                phase = {**gflops, "old_logprob": 3.0 if method in old_logprob_paid_by else 0.0, "reward": 0.0,
+                         "teacher_ema": 0.0}
                 phase["update"] += 0.02 * seed if method == "srpo" else 0.0  # a seed-to-seed spread
                 length = 100 + grpo_length_slopes[seed] * step if method == "grpo" else 80.0
-                row = {"model": "m", "benchmark": "b", "method": method, "seed": seed, "step": step, "updates": UPDATES[method],
-                       "cum_flops": step * 2e10, "wall_seconds": float(step), "cum_tokens": step * 100, "seconds_step": 1.0,
-                       "frac_sdpo": 0.0 if method == "grpo" else 0.5, "response_length_mean": length + (-1) ** step * 0.3,
+                row = {"model": "m", "benchmark": "b", "method": method, "seed": seed, "step": step,
+                       "updates": UPDATES[method],
+                       "cum_flops": step * 2e10, "wall_seconds": float(step), "cum_tokens": step * 100,
+                       "seconds_step": 1.0,
+                       "frac_sdpo": 0.0 if method == "grpo" else 0.5,
+                       "response_length_mean": length + (-1) ** step * 0.3,
                        "teacher_entropy_mean": None if method == "grpo" else 1.0}
                 for ph in report.PHASES:
                     row[f"flops_{ph}"] = phase[ph] * 1e9
@@ -153,8 +161,10 @@ def _cost_steps(old_logprob_paid_by, grpo_length_slopes):
 
 def _cost_val():
     """Minimal validation records so that ``claims`` runs (its cost claims only read steps)."""
-    return pd.DataFrame([{"model": "m", "benchmark": "b", "method": m, "seed": s, "step": st, "avg_at_k": 0.5, "cum_flops": st * 2e10,
-                          "wall_seconds": float(st), "cum_tokens": st * 100} for m in PHASE_GFLOPS for s in range(4) for st in (0, 3, 6)])
+    return pd.DataFrame([{"model": "m", "benchmark": "b", "method": m, "seed": s, "step": st, "avg_at_k": 0.5,
+                          "cum_flops": st * 2e10,
+                          "wall_seconds": float(st),
+                          "cum_tokens": st * 100} for m in PHASE_GFLOPS for s in range(4) for st in (0, 3, 6)])
 
 
 GROWS = [5.0, 5.5, 6.0, 6.5]
@@ -163,14 +173,17 @@ FLAT = [0.5, -0.5, 0.4, -0.4]  # the interval over the four runs contains 0
 
 def _cost_claims(old_logprob_paid_by, grpo_length_slopes):
     out = report.claims(_cost_steps(old_logprob_paid_by, grpo_length_slopes), _cost_val(), COST_BUDGETS, "steps", ["b"])
-    by = {other: r for r in out for other in ("grpo", "sdpo") if r["claim"].startswith(f"SRPO is cheaper per step than {other.upper()}")}
+    by = {other: r for r in out for other in ("grpo",
+                                              "sdpo") if r["claim"].startswith("SRPO is cheaper per step than "
+                                                                               f"{other.upper()}")}
     assert set(by) == {"grpo", "sdpo"}
     return by
 
 
 def test_cost_claim_guard_fires_when_execution_policies_differ():
     by = _cost_claims(old_logprob_paid_by={"grpo"}, grpo_length_slopes=GROWS)  # optim.old_logprob=auto
-    assert by["grpo"]["verdict"] == "not like-for-like (old-log-prob pass: grpo yes at 4 updates/step, srpo no at 1 updates/step)"
+    assert by["grpo"]["verdict"] == ("not like-for-like (old-log-prob pass: grpo yes at 4 updates/step, "
+                                     "srpo no at 1 updates/step)")
     # SDPO and SRPO both skip the pass: like for like, and SRPO's teacher runs on fewer samples
     assert by["sdpo"]["verdict"] == "reproduced"
     # the measured difference stays in the evidence
@@ -178,16 +191,19 @@ def test_cost_claim_guard_fires_when_execution_policies_differ():
 
 
 def test_cost_claim_guard_does_not_fire_when_every_method_pays_the_pass():
-    by = _cost_claims(old_logprob_paid_by={"grpo", "sdpo", "srpo"}, grpo_length_slopes=GROWS)  # optim.old_logprob=always
+    by = _cost_claims(old_logprob_paid_by={"grpo", "sdpo", "srpo"},
+                      grpo_length_slopes=GROWS)  # optim.old_logprob=always
     assert by["grpo"]["verdict"] == "reproduced"
     assert "old-log-prob pass yes for both" in by["grpo"]["evidence"]
 
 
 def test_mechanism_rule_fires_when_grpo_length_does_not_grow():
     by = _cost_claims(old_logprob_paid_by={"grpo", "sdpo", "srpo"}, grpo_length_slopes=FLAT)
-    assert by["grpo"]["verdict"].startswith("mechanism absent in this profile (GRPO's response length does not grow: slope +0.051 tokens/step "
+    assert by["grpo"]["verdict"].startswith("mechanism absent in this profile (GRPO's response length does not grow: "
+                                            "slope +0.051 tokens/step "
                                             "[95% CI -0.780, +0.883], n=4)")
-    assert "difference -14.1% [95% CI -14.3, -13.9], n=4" in by["grpo"]["evidence"]  # the FLOPs difference is still reported
+    # the FLOPs difference is still reported
+    assert "difference -14.1% [95% CI -14.3, -13.9], n=4" in by["grpo"]["evidence"]
     # against SDPO the mechanism (teacher on fewer samples) can always occur: only the guard applies
     assert by["sdpo"]["verdict"] == "reproduced"
 
@@ -199,9 +215,11 @@ def test_mechanism_rule_fires_when_grpo_length_shrinks():
 
 def test_cost_claims_carry_the_phase_decomposition():
     by = _cost_claims(old_logprob_paid_by={"grpo"}, grpo_length_slopes=GROWS)
-    assert ("SRPO - GRPO by phase, GFLOPs/step (mean over 4 seeds): generate -4.000, old_logprob -3.000, teacher_forward +1.000, "
+    assert ("SRPO - GRPO by phase, GFLOPs/step (mean over 4 seeds): generate -4.000, old_logprob -3.000, "
+            "teacher_forward +1.000, "
             "update +0.030") in by["grpo"]["evidence"]
-    assert ("SRPO - SDPO by phase, GFLOPs/step (mean over 4 seeds): generate -4.000, old_logprob +0.000, teacher_forward -3.000, "
+    assert ("SRPO - SDPO by phase, GFLOPs/step (mean over 4 seeds): generate -4.000, old_logprob +0.000, "
+            "teacher_forward -3.000, "
             "update +0.030") in by["sdpo"]["evidence"]
 
 
@@ -210,13 +228,16 @@ def test_cost_markdown_shows_phase_breakdown_policy_and_configuration_sentence()
     assert cost.set_index(["method", "budget"])["old_logprob_pass"].to_dict() == {
         (m, b): m == "grpo" for m in ("grpo", "sdpo", "srpo") for b in ("1h", "10h")}
     md = report.cost_markdown(cost, pd.DataFrame(), COST_BUDGETS, unit="steps")
-    assert "| model | benchmarks | method | window | generate | old_logprob | teacher_forward | update | total | old-log-prob pass | updates/step |" in md
+    assert ("| model | benchmarks | method | window | generate | old_logprob | teacher_forward | update | total "
+            "| old-log-prob pass | updates/step |") in md
     assert "| m | b | grpo | 10h | 12.000 | 3.000 | 0.000 | 6.000 | 21.000 | yes | 4 |" in md
     assert "| m | b | srpo | 10h | 8.000 | 0.000 | 1.000 | 6.030 | 15.030 | no | 1 |" in md
-    assert "old_logprob: paid by grpo only (at 4 updates/step; sdpo, srpo make 1 and skip it: optim.old_logprob=auto" in md
+    assert ("old_logprob: paid by grpo only (at 4 updates/step; sdpo, srpo make 1 and skip it: "
+            "optim.old_logprob=auto") in md
     assert "not like-for-like" in md and "mechanism absent in this profile" in md  # the rule is printed with the table
 
-    same = report.cost_table(_cost_steps({"grpo", "sdpo", "srpo"}, GROWS), COST_BUDGETS, ["grpo", "sdpo", "srpo"], ["b"], "steps")
+    same = report.cost_table(_cost_steps({"grpo", "sdpo", "srpo"}, GROWS), COST_BUDGETS, ["grpo", "sdpo", "srpo"],
+                             ["b"], "steps")
     md_same = report.cost_markdown(same, pd.DataFrame(), COST_BUDGETS, unit="steps")
     assert "none: every method runs the same execution policy (old-log-prob pass: yes)." in md_same
     assert "paid by" not in md_same

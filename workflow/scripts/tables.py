@@ -50,7 +50,8 @@ lines = ["| benchmark | grader | rows | gold scored 1 | wrong scored 0 | gold up
 for g in snakemake.input.graders:
     r = json.loads(Path(g).read_text())
     where = "–"
-    if r.get("judge"):  # code rows: the judge process (proxy) or the in-process fallback (README: The code judge)
+    if r.get("judge"):  # code rows: the judge process (proxy) or the in-process fallback
+        # (docs/judge.md: The code judge)
         where = ", ".join(f"{k} {v}" for k, v in sorted(r["judge"].items()))
         if r.get("in_process_rows"):
             where += " (" + ", ".join(sorted(r["in_process_rows"])) + ")"

@@ -2,7 +2,7 @@
 
 ``python -m srpo_ref.rewards.code`` reads one pickled ``{"job": ..., "limits": ...}`` from the evaluator
 (``srpo_ref.rewards.code.sandbox.run_job``) on stdin and writes one JSON verdict line on stdout. It starts the
-candidate process in the sandbox (``sandbox_harness.py``, mode ``serve``) and then:
+candidate process in the sandbox (``jail/harness.py``, mode ``serve``) and then:
 
 - ``judge="proxy"`` (HumanEval, MBPP): executes the trusted test code (``check``, ``test_list``)
   with its helpers from the prompt or the test set-up, and with every name the tests call on the
@@ -89,13 +89,15 @@ def plan(tests: str, helpers: str = "", reference: str = "", proxy: tuple = (), 
     except SyntaxError as e:
         return {**spec, "why": f"unparsable tests or reference ({e.msg})"}
     ref = _top_level_bindings(ref_tree)
-    shadowed = {n for n, node in ref.items() if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}  # MBPP's own `sum`
+    shadowed = {n for n, node in ref.items() if isinstance(node, (ast.FunctionDef,
+                                                                  ast.AsyncFunctionDef))}  # MBPP's own `sum`
     # the fallback runs the tests beside the program: the names they may take from it
     spec["names"] = sorted({n.id for n in ast.walk(fallback_tree) if isinstance(n, ast.Name)}
                            - _bound_names(fallback_tree) - (set(dir(builtins)) - shadowed))
     defined = _bound_names(test_tree) | _bound_names(helper_tree) | (set(dir(builtins)) - shadowed)
     # names the set-up code uses count too (MBPP's ``root = Node(1)``)
-    loads = [n for tree in (test_tree, helper_tree) for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+    loads = [n for tree in (test_tree, helper_tree) for n in ast.walk(tree)
+             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
     called = {id(c.func) for tree in (test_tree, helper_tree) for c in ast.walk(tree) if isinstance(c, ast.Call)}
     names, imports, classes = list(dict.fromkeys(proxy)), [], []
     for name in sorted({n.id for n in loads} - defined - set(proxy)):
@@ -110,7 +112,8 @@ def plan(tests: str, helpers: str = "", reference: str = "", proxy: tuple = (), 
         elif isinstance(node, ast.ClassDef):
             classes.append(name)
         else:
-            kind = "used as a value and not defined by the reference" if node is None else f"a {type(node).__name__} of the reference"
+            kind = ("used as a value and not defined by the reference" if node is None
+                    else f"a {type(node).__name__} of the reference")
             return {**spec, "why": f"the tests use {name!r}, {kind}"}
     if not names:
         return {**spec, "why": "the tests call no function of the candidate"}
@@ -120,9 +123,11 @@ def plan(tests: str, helpers: str = "", reference: str = "", proxy: tuple = (), 
         if remote is None:
             return {**spec, "why": f"the tests use {classes[0]!r}, a ClassDef of the reference"}
     local_defs = {n.name for tree in (test_tree, helper_tree) for n in ast.walk(tree)
-                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and hasattr(n, "name")}
+                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and hasattr(n,
+                                                                                                                  "name")}
     for call in ast.walk(test_tree):  # the tests hand the candidate a function or an object: not plain data
-        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in set(names) | {"candidate"}:
+        if isinstance(call, ast.Call) and isinstance(call.func,
+                                                     ast.Name) and call.func.id in set(names) | {"candidate"}:
             for arg in [*call.args, *(k.value for k in call.keywords)]:
                 if any(isinstance(n, ast.Lambda) or (isinstance(n, ast.Name) and n.id in local_defs | set(names))
                        for n in ast.walk(arg)) and not (isinstance(arg, ast.Name) and arg.id in remote):
@@ -397,7 +402,8 @@ def evalplus_match(dataset: str, entry: str, inp, out, exp, atol) -> tuple[bool,
         if atol == 0 and is_floats(exp):
             atol = 1e-6
         if not exact and atol != 0:
-            if type(out) != type(exp) or (isinstance(exp, (list, tuple)) and len(out) != len(exp)):
+            # exact types on purpose (E721): isinstance would let a subclass (bool for int) pass as the expected type
+            if type(out) != type(exp) or (isinstance(exp, (list, tuple)) and len(out) != len(exp)):  # noqa: E721
                 return False, atol
             return bool(np.allclose(out, exp, rtol=1e-07, atol=atol)), atol
         return bool(exact), atol
@@ -422,12 +428,14 @@ def run_record(job: dict, channel: Channel) -> dict:
 
 def run_in_process(job: dict, limits, deadline: float) -> dict:
     """The fallback: the tests run in the sandboxed process, which prints a random token only
-    after all of them passed (``sandbox_harness.py``, mode ``tests``)."""
+    after all of them passed (``jail/harness.py``, mode ``tests``)."""
     import secrets
 
     token = secrets.token_hex(16)
-    cand = sandbox.Candidate({"mode": "tests", "candidate": job["candidate"], "tests": rewrite_for_in_process(job["tests"]),
-                              "names": job.get("names") or plan(job["tests"], fallback=job["tests"])["names"], "token": token}, limits)
+    cand = sandbox.Candidate({"mode": "tests", "candidate": job["candidate"],
+                              "tests": rewrite_for_in_process(job["tests"]),
+                              "names": job.get("names") or plan(job["tests"], fallback=job["tests"])["names"],
+                              "token": token}, limits)
     tail, status = b"", "failed"
     try:
         try:
@@ -453,7 +461,8 @@ def run_in_process(job: dict, limits, deadline: float) -> dict:
     lines = [line for line in tail.decode(errors="replace").splitlines() if line.strip()]
     if status != "timeout" and lines and lines[-1].strip() == token:
         return {"passed": True, "status": "passed", "judge": "in_process"}
-    return {"passed": False, "status": status, "judge": "in_process", "output_tail": (output + tail.decode(errors="replace"))[-2000:]}
+    return {"passed": False, "status": status, "judge": "in_process",
+            "output_tail": (output + tail.decode(errors="replace"))[-2000:]}
 
 
 def rewrite_for_in_process(source: str) -> str:
@@ -573,7 +582,8 @@ def main() -> None:
         try:
             verdict = judge(job, limits)
         except _Deadline:
-            verdict = {"passed": False, "status": "timeout", "judge": job["judge"], "reason": "the judge ran out of time"}
+            verdict = {"passed": False, "status": "timeout", "judge": job["judge"],
+                       "reason": "the judge ran out of time"}
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     sandbox.reap_children()

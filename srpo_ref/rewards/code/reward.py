@@ -29,7 +29,8 @@ def code_job(program: str, gold) -> dict:
     if isinstance(gold, dict) and "evalplus" in gold:
         return {"judge": "evalplus", "candidate": program, "dataset": gold["evalplus"], "problem": gold["problem"],
                 "expected": gold["expected"], "base_only": gold.get("base_only", False),
-                "min_time_limit": gold.get("min_time_limit", 1.0), "gt_time_limit_factor": gold.get("gt_time_limit_factor", 4.0),
+                "min_time_limit": gold.get("min_time_limit", 1.0),
+                "gt_time_limit_factor": gold.get("gt_time_limit_factor", 4.0),
                 "timeout_s": gold.get("timeout_s", 60.0)}
     spec = gold if isinstance(gold, dict) and "judge" in gold else judge.plan(str(gold))
     if spec["judge"] == "proxy":
@@ -48,8 +49,10 @@ def _warn_in_process(why: str) -> None:
     if why not in _WARNED:
         _WARNED.add(why)
         logging.getLogger(__name__).warning(
-            "code tests the judge cannot serve by proxy (%s) score 0: the in-process fallback can be forged by a program "
-            "the tests hand a function or an object. SRPO_ALLOW_IN_PROCESS=1 allows it (README: The code judge)", why)
+            "code tests the judge cannot serve by proxy (%s) score 0: the in-process fallback can be forged by a "
+            "program "
+            "the tests hand a function or an object. SRPO_ALLOW_IN_PROCESS=1 allows it (docs/judge.md: The code judge)",
+                                            why)
 
 
 def code_reward(response: str, gold, limits: sandbox.Limits = CODE_LIMITS) -> float:

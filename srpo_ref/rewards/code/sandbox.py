@@ -1,13 +1,13 @@
 """Run untrusted, model-written programs: the processes behind the code rewards.
 
-Three processes per job (what each can see is in the README, "The code judge"):
+Three processes per job (what each can see is in the docs/judge.md, "The code judge"):
 
 1. **The evaluator** (trainer or ``evals``) calls ``run_job``: it starts the judge, hands it the
    job, and reads one verdict line. It never runs candidate code or benchmark tests.
 2. **The judge** (``python -m srpo_ref.rewards.code``, trusted code only) starts the candidate process,
    runs the benchmark's own tests with the candidate's functions bound to proxies, compares
    plain values, ends the candidate and reaps every process it left (it is a child subreaper).
-3. **The candidate process** (``sandbox_harness.py``, mode ``serve``) in the sandbox: it runs
+3. **The candidate process** (``jail/harness.py``, mode ``serve``) in the sandbox: it runs
    the program and answers calls with plain values. For tests the judge cannot serve, the
    in-process fallback (mode ``tests``) runs the tests there instead.
 
@@ -73,7 +73,7 @@ class SandboxResult:
     status: str  # passed | failed | timeout | error
     backend: str  # bwrap | guard
     output_tail: str = ""
-    judge: str = ""  # proxy | in_process: where the tests ran (README: The code judge)
+    judge: str = ""  # proxy | in_process: where the tests ran (docs/judge.md: The code judge)
     outputs: dict | None = None  # judge="record": the solution's outputs (wire values) and times
 
 
@@ -92,7 +92,8 @@ def backend() -> str:
         return forced
     if _BACKEND is None:
         try:
-            out = subprocess.run([sys.executable, "-m", "srpo_ref.rewards.code", "--probe"], capture_output=True, timeout=60)
+            out = subprocess.run([sys.executable, "-m", "srpo_ref.rewards.code", "--probe"], capture_output=True,
+                                 timeout=60)
             probe = json.loads(out.stdout.decode().strip().splitlines()[-1])
         except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as e:
             probe = {"backend": "guard", "inode_cap": False, "why": f"probe failed: {e}"}
@@ -101,7 +102,7 @@ def backend() -> str:
             log.warning("%s", probe["why"])
         if _BACKEND == "guard":
             log.warning("code rewards run WITHOUT bubblewrap (in-process guard only); install the 'bubblewrap' "
-                        "package for kernel isolation (README: The code sandbox)")
+                        "package for kernel isolation (docs/judge.md: The code sandbox)")
     if forced in ("bwrap", "guard"):
         return forced
     return _BACKEND
@@ -124,7 +125,8 @@ def probe() -> dict:
                 why = f"bubblewrap probe failed: {e}"
                 continue
             if done.returncode == 0:
-                note = "" if inode_cap else "the sandbox's tmpfs is capped in bytes but not in inodes (no private mount namespace here)"
+                note = "" if inode_cap else ("the sandbox's tmpfs is capped in bytes but not in inodes "
+                                             "(no private mount namespace here)")
                 return {"backend": "bwrap", "inode_cap": inode_cap, "why": note}
             why = f"bubblewrap is installed but cannot start a sandbox here ({done.stderr.decode()[-300:]})"
     return {"backend": "guard", "inode_cap": False, "why": why}
@@ -148,7 +150,8 @@ def _bwrap_command(job_dir: str, uid: int, limits: Limits, inode_cap: bool) -> l
     if inode_cap:
         os.makedirs(scratch, exist_ok=True)
         opts = f"size={limits.scratch_mb << 20},nr_inodes={limits.scratch_inodes},mode=1777"
-        cmd = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _MOUNT_SCRATCH, "sh", opts, scratch]
+        cmd = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _MOUNT_SCRATCH, "sh", opts,
+               scratch]
     # An allowlist, not the host's root: the system's programs and libraries, /etc, and the
     # interpreter's own directories. Nothing else of the host (the benchmark mirror, caches,
     # checkouts with their samples, under whatever bind mount) exists in the sandbox.
@@ -166,9 +169,11 @@ def _bwrap_command(job_dir: str, uid: int, limits: Limits, inode_cap: bool) -> l
         elif os.path.isdir(top):
             cmd += ["--ro-bind", top, top]
     bound = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
-    interpreter = (sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable)), os.path.dirname(sys.executable))
+    interpreter = (sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable)),
+                   os.path.dirname(sys.executable))
     binds = [(os.path.realpath(p), os.path.realpath(p)) for p in interpreter]
-    binds += [(os.path.realpath(p), os.path.abspath(p)) for p in interpreter]  # as named, when reached through a symlink
+    binds += [(os.path.realpath(p),
+               os.path.abspath(p)) for p in interpreter]  # as named, when reached through a symlink
     made = set()
     for src, dest in sorted(set(binds), key=lambda b: b[1]):
         if any(dest == b or dest.startswith(b + os.sep) for b in bound):
@@ -190,7 +195,8 @@ def _bwrap_command(job_dir: str, uid: int, limits: Limits, inode_cap: bool) -> l
             "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--clearenv",
             "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp/work", "--setenv", "TMPDIR", "/tmp/work",
-            "--setenv", "PYTHONHASHSEED", "0", "--setenv", "OMP_NUM_THREADS", "1", "--setenv", "OPENBLAS_NUM_THREADS", "1"]
+            "--setenv", "PYTHONHASHSEED", "0", "--setenv", "OMP_NUM_THREADS", "1", "--setenv", "OPENBLAS_NUM_THREADS",
+            "1"]
     if os.geteuid() == 0:
         cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--",
                 "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
@@ -241,7 +247,8 @@ class Candidate:
         self._work_dir = tempfile.TemporaryDirectory(prefix="srpo_work_", dir=parent)
         self._out = tempfile.TemporaryFile(prefix="srpo_out_")
         job_dir = self._job_dir.name
-        job = {**job, "contained": self.kind == "bwrap", "memory_bytes": limits.memory_mb << 20, "answer_paths": answer_paths()}
+        job = {**job, "contained": self.kind == "bwrap", "memory_bytes": limits.memory_mb << 20,
+               "answer_paths": answer_paths()}
         shutil.copy(HARNESS, os.path.join(job_dir, "harness.py"))
         shutil.copy(WIRE, os.path.join(job_dir, "wire.py"))
         os.chmod(job_dir, 0o755)
@@ -251,7 +258,8 @@ class Candidate:
                 sys.executable, "-I", "/tmp/.job/harness.py", "/tmp/.job"]
             cwd, env = "/", {"PATH": "/usr/bin:/bin"}
         else:
-            cmd = _prlimit(limits) + _unshare_net() + [sys.executable, "-I", os.path.join(job_dir, "harness.py"), job_dir]
+            cmd = _prlimit(limits) + _unshare_net() + [sys.executable, "-I", os.path.join(job_dir, "harness.py"),
+                                                       job_dir]
             cwd = self._work_dir.name
             env = {"PATH": "/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd, "PYTHONHASHSEED": "0",
                    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -297,17 +305,20 @@ def run_job(job: dict, limits: Limits = Limits()) -> SandboxResult:
     """Judge one job (``srpo_ref.rewards.code.judge``) in a judge process and report whether it passed.
     The judge keeps its own deadline; this wait is only the backstop."""
     kind = backend()
-    with tempfile.TemporaryDirectory(prefix="srpo_run_", dir=_jobs_base()) as parent:  # gone even if the judge is killed
+    with tempfile.TemporaryDirectory(prefix="srpo_run_",
+                                     dir=_jobs_base()) as parent:  # gone even if the judge is killed
         os.chmod(parent, 0o755)
         return _run_judge(job, limits, kind, parent)
 
 
 def _run_judge(job: dict, limits: Limits, kind: str, parent: str) -> SandboxResult:
     timeout_s = job.get("timeout_s", limits.timeout_s)
-    env = {**os.environ, "SRPO_SANDBOX": kind, "SRPO_SANDBOX_INODE_CAP": "1" if _INODE_CAP else "0", "SRPO_JOB_PARENT": parent,
+    env = {**os.environ, "SRPO_SANDBOX": kind, "SRPO_SANDBOX_INODE_CAP": "1" if _INODE_CAP else "0",
+           "SRPO_JOB_PARENT": parent,
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "srpo_ref.rewards.code"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "srpo_ref.rewards.code"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True, env=env)
     except OSError as e:
         return SandboxResult(False, "error", kind, f"could not start the judge: {e}")
@@ -323,8 +334,10 @@ def _run_judge(job: dict, limits: Limits, kind: str, parent: str) -> SandboxResu
     try:
         verdict = json.loads(out.decode().strip().splitlines()[-1])
     except (ValueError, IndexError):
-        return SandboxResult(False, "error", kind, "the judge wrote no verdict: " + err.decode(errors="replace")[-1500:])
-    return SandboxResult(verdict["passed"], verdict["status"], kind, verdict.get("output_tail", ""), verdict.get("judge", ""),
+        return SandboxResult(False, "error", kind,
+                             "the judge wrote no verdict: " + err.decode(errors="replace")[-1500:])
+    return SandboxResult(verdict["passed"], verdict["status"], kind, verdict.get("output_tail", ""),
+                         verdict.get("judge", ""),
                          verdict.get("outputs"))
 
 

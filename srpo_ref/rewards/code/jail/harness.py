@@ -1,5 +1,5 @@
 """The program that runs *inside* the code sandbox (see ``srpo_ref.rewards.code.sandbox``); never imported by
-the project. ``python -I sandbox_harness.py JOB_DIR`` reads its job as the first frame on stdin
+the project. ``python -I harness.py JOB_DIR`` reads its job as the first frame on stdin
 (``wire.py`` framing; no job file exists for the program to find) and imports ``JOB_DIR/wire.py``:
 
 - ``mode="serve"`` (the judge's candidate process, ``srpo_ref.rewards.code.judge``): execute the candidate
@@ -173,7 +173,8 @@ def _install_audit_hook(root: str, contained: bool, job_dir: str = "", answer_pa
                  "shutil.copytree", "os.chflags", "os.lchflags", "os.mkfifo", "os.mknod"}
     net_events = {"socket.__new__", "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
                   "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr", "urllib.Request"}
-    interpreter = tuple(os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))))
+    interpreter = tuple(os.path.realpath(p) for p in (sys.prefix, sys.base_prefix,
+                                                      os.path.dirname(os.path.realpath(sys.executable))))
     readable = tuple(os.path.realpath(p) for p in (
         "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/dev/null", "/dev/urandom", "/proc/self",
         sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), root))
@@ -212,7 +213,8 @@ def _install_audit_hook(root: str, contained: bool, job_dir: str = "", answer_pa
             deny(event)
         if event == "import" and args and str(args[0]).split(".")[0] in blocked_imports:
             deny(event, ImportError)
-        if hidden and event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        if hidden and event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes,
+                                                                                                      os.PathLike)):
             try:
                 target = os.path.realpath(os.fsdecode(args[0]))
             except Exception:
@@ -220,8 +222,8 @@ def _install_audit_hook(root: str, contained: bool, job_dir: str = "", answer_pa
             # its own job, any other sandbox's (the guard backend shares the host's file system),
             # and the answer keys (bubblewrap masks them; the guard refuses them here)
             in_interpreter = any(target == r or target.startswith(r + os.sep) for r in interpreter)
-            if target == hidden or target.startswith(hidden + os.sep) or "/srpo_job_" in target or (not in_interpreter and any(
-                    target == a or target.startswith(a + os.sep) for a in answer_paths)):
+            if target == hidden or target.startswith(hidden + os.sep) or "/srpo_job_" in target or (
+                    not in_interpreter and any(target == a or target.startswith(a + os.sep) for a in answer_paths)):
                 deny(event)
             # the guard reads only what bubblewrap would show: the system, the interpreter, its
             # working directory (an answer key can sit under any bind mount of the host)
@@ -259,7 +261,8 @@ def _deny_signal_handlers() -> None:
     import _signal
 
     isolated = {}  # its globals hold nothing of the harness's (a program can reach signal.signal)
-    exec("def refuse(*args, **kwargs):\n    raise PermissionError('blocked by the srpo sandbox: signal handlers')\n", isolated)
+    exec("def refuse(*args, **kwargs):\n    raise PermissionError('blocked by the srpo sandbox: signal handlers')\n",
+         isolated)
     refuse = isolated["refuse"]
 
     for module in (signal, _signal):
@@ -314,7 +317,8 @@ def serve(job: dict, job_dir: str, wire) -> None:
 
     code = compile(job["candidate"], "candidate.py", "exec")
     _hide_harness()
-    _install_audit_hook(os.getcwd(), job["contained"], job_dir=job_dir, answer_paths=tuple(job.get("answer_paths", ())), frames=True)
+    _install_audit_hook(os.getcwd(), job["contained"], job_dir=job_dir, answer_paths=tuple(job.get("answer_paths", ())),
+                        frames=True)
     _deny_signal_handlers()
     # a module of its own (dataclasses look their module up), not __main__: its demo does not run
     module = type(sys)("__candidate__")
@@ -397,13 +401,15 @@ def main() -> None:
         candidate_code = compile(job["candidate"], "candidate.py", "exec")
         snapshot = _snapshot(_WATCHED + ("__main__",), _trust_stdlib())
         _hide_harness()
-        _install_audit_hook(os.getcwd(), job["contained"], job_dir=job_dir, answer_paths=tuple(job.get("answer_paths", ())))
+        _install_audit_hook(os.getcwd(), job["contained"], job_dir=job_dir, answer_paths=tuple(job.get("answer_paths",
+                                                                                                       ())))
         _deny_signal_handlers()
         cand_ns = {"__name__": "__candidate__", "__builtins__": builtins}
         run_code(candidate_code, cand_ns)
         # only the names the tests take from the program (never a builtin it shadows, unless the
         # benchmark's own solution defines that name too)
-        test_ns = {k: (_guarded(v, snapshot) if isinstance(v, types.FunctionType) and v.__module__ == "__candidate__" else v)
+        test_ns = {k: (_guarded(v, snapshot)
+                       if isinstance(v, types.FunctionType) and v.__module__ == "__candidate__" else v)
                    for k, v in cand_ns.items() if k in job["names"]}
         test_ns.update({"__name__": "__tests__", "__builtins__": builtins_copy, "__srpo_plain__": plain})
         run_code(tests_code, test_ns)

@@ -1,6 +1,6 @@
 """The plain-value wire format between the code judge and the candidate process.
 
-The candidate process (``sandbox_harness.py``, mode ``serve``) sends every value it returns
+The candidate process (``jail/harness.py``, mode ``serve``) sends every value it returns
 through ``encode``; the judge (``srpo_ref.rewards.code.judge``) reads it back with ``decode``. The decoder is
 the trust boundary: it never unpickles or evaluates anything, accepts only the tags below, and
 yields only exact builtin values (no subclasses, so no custom ``__eq__``, ``__bool__`` or
@@ -32,7 +32,8 @@ import json
 import struct
 
 # Bound at import, before any candidate code runs: the classes it may rebind are not these.
-_COUNTER, _ORDERED, _DEFAULT, _DEQUE = collections.Counter, collections.OrderedDict, collections.defaultdict, collections.deque
+_COUNTER, _ORDERED, _DEFAULT, _DEQUE = (collections.Counter, collections.OrderedDict, collections.defaultdict,
+                                        collections.deque)
 _FRACTION, _DECIMAL = fractions.Fraction, decimal.Decimal
 
 MAX_DEPTH = 100
@@ -103,7 +104,8 @@ def _enc(v, depth: int, budget: list):
     if t is _DEQUE:
         return ["Q", [_enc(x, depth + 1, budget) for x in _DEQUE.__iter__(v)]]
     if t is _FRACTION:
-        return ["q", _hex_int(object.__getattribute__(v, "_numerator")), _hex_int(object.__getattribute__(v, "_denominator"))]
+        return ["q", _hex_int(object.__getattribute__(v, "_numerator")), _hex_int(object.__getattribute__(v,
+                                                                                                          "_denominator"))]
     if t is _DECIMAL:
         text = _DECIMAL.__str__(v)
         if type(text) is not str or len(text) > 10_000:
