@@ -111,8 +111,9 @@ def _update_sums(updates: list[dict]) -> dict[str, float]:
     return m
 
 
-def _weight_fields(m: dict[str, float]) -> dict:
-    """Teacher entropy and entropy-weight statistics per distilled token (None when none was)."""
+def weight_statistics(m: dict[str, float]) -> dict:
+    """Teacher entropy and entropy-weight statistics per distilled token (None when none was),
+    from metric sums over the step or update (``srpo_objective``'s keys, with min and max)."""
     sdpo_tok = m["sdpo_tokens_count"]
     if not sdpo_tok:
         return dict.fromkeys(("teacher_entropy_mean", "weight_mean", "raw_weight_mean", "weight_std", "weight_min",
@@ -140,7 +141,7 @@ def step_record(progress: dict, threshold: float, reward_source: str, samples: l
     m = _update_sums(updates)
     n, tok_count = sums[2], max(m["tokens_count"], 1.0)
     grad_norms = [u["grad_norm"] for u in updates]
-    weights = _weight_fields(m)
+    weights = weight_statistics(m)
     return {
         **progress,
         "reward_mean": sums[0] / n,

@@ -54,7 +54,7 @@ from transformers import PreTrainedTokenizerBase
 
 from srpo_ref import losses
 from srpo_ref.normalizers import NORMALIZERS, normalizer
-from srpo_ref.record import accumulate_metrics
+from srpo_ref.record import accumulate_metrics, weight_statistics
 from srpo_ref.teacher import TEACHER_TEMPLATE, strip_think, teacher_input_ids, truncate_to_tokens
 from srpo_ref.update import TeacherOutputs, lean_teacher, micro_batch_loss
 
@@ -596,22 +596,14 @@ class SRPOTrainer(SDPOTrainer):
         """The update's metrics, summed over micro-batches and ranks (a collective)."""
         m = state.metrics
         vec = [m.get(k, 0.0) for k in _SUM_KEYS] + [m.get("weight_min", math.inf), -m.get("weight_max", -math.inf)]
-        out = self.accelerator.gather(torch.tensor(vec, dtype=torch.float32, device=self.accelerator.device).reshape(1,
-                                                                                                                     -1))
+        device = self.accelerator.device
+        out = self.accelerator.gather(torch.tensor(vec, dtype=torch.float32, device=device).reshape(1, -1))
         sums = dict(zip(_SUM_KEYS, out[:, : len(_SUM_KEYS)].sum(0).tolist()))
-        w_min, w_max = out[:, -2].min().item(), -out[:, -1].min().item()
-        n, sdpo_tok = state.n_tokens, sums["sdpo_tokens_count"]
+        sums["weight_min"], sums["weight_max"] = out[:, -2].min().item(), -out[:, -1].min().item()
+        n = state.n_tokens
         log = {"srpo/loss_policy": sums["grpo_loss_sum"] / n, "srpo/loss_distill": sums["sdpo_loss_sum"] / n}
-        if sdpo_tok > 0:
-            mean_w = sums["weight_sum"] / sdpo_tok
-            log.update({
-                "srpo/teacher_entropy_mean": sums["teacher_entropy_sum"] / sdpo_tok,
-                "srpo/raw_weight_mean": sums["raw_weight_sum"] / sdpo_tok,
-                "srpo/weight_mean": mean_w,
-                "srpo/weight_std": math.sqrt(max(sums["weight_sq_sum"] / sdpo_tok - mean_w**2, 0.0)),
-                "srpo/weight_min": w_min,
-                "srpo/weight_max": w_max,
-            })
+        if sums["sdpo_tokens_count"] > 0:  # the trainer's per-distilled-token statistics (srpo_ref.record)
+            log.update({f"srpo/{k}": v for k, v in weight_statistics(sums).items()})
         for k, v in log.items():
             self._metrics[mode][k].append(v)
         self._metrics[mode]["self_distillation/policy_loss"].append(log["srpo/loss_policy"])
