@@ -90,7 +90,8 @@ def true_logp(student: torch.Tensor, ids: torch.Tensor, temperature: float) -> t
 
 def make_case(seed: int, **over) -> Case:
     """A random case; ``over`` fixes fields (``method``, ``topk``, ``alpha``, ``loss_agg``, ``beta``,
-    ``off_policy``, ``B``, ``T``, ``V``, ``entropy_source``, ``add_tail``)."""
+    ``off_policy``, ``old_noise``, ``dual_clip``, ``B``, ``T``, ``V``, ``entropy_source``, ``add_tail``;
+    ``singletons``: one row per micro-batch)."""
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     B = over.get("B", rng.randint(1, 9))
@@ -107,15 +108,16 @@ def make_case(seed: int, **over) -> Case:
     teacher = 0.5 * student + torch.randn(B, T, V, generator=gen, dtype=torch.float64) * scale
     ids = torch.randint(V, (B, T), generator=gen)
     rewards = torch.randint(2, (B,), generator=gen).float()
-    n_groups = rng.randint(1, B)
+    n_groups = rng.randint(1, max(1, B // 2))  # groups of several rollouts: siblings to learn from
     group_ids = torch.randint(n_groups, (B,), generator=gen) * 7 + 3  # arbitrary labels
-    method = over.get("method", rng.choice(["srpo", "sdpo", "grpo"]))
+    method = over.get("method", rng.choice(["srpo", "srpo", "sdpo", "sdpo", "grpo"]))
     routing = losses.route_samples(rewards, group_ids, method, generator=gen)
     advantages = losses.group_advantages(rewards, group_ids, std_normalize=rng.random() < 0.3)
     topk = over.get("topk", rng.choice([None, 1, 3, V - 1, V, V + 5]))
     entropy_source = over.get("entropy_source", "topk_tail" if topk is not None and rng.random() < 0.3 else "full")
     cfg = losses.LossConfig(
-        eps_low=rng.uniform(0.1, 0.3), eps_high=rng.uniform(0.2, 0.4), dual_clip=rng.choice([None, 3.0, 1.5]),
+        eps_low=rng.uniform(0.1, 0.3), eps_high=rng.uniform(0.2, 0.4),
+        dual_clip=over.get("dual_clip", rng.choice([None, 3.0, 1.5])),
         is_clip=rng.choice([2.0, 1.5]), topk=topk, alpha=over.get("alpha", rng.choice([0.0, 0.3, 0.5, 1.0])),
         add_tail=over.get("add_tail", rng.random() < 0.7), temperature=rng.choice([1.0, 0.7, 1.3]),
         beta=over.get("beta", rng.choice([0.0, 0.5, 1.0, 2.0])),
@@ -127,7 +129,8 @@ def make_case(seed: int, **over) -> Case:
     logp_old = logp_rollout = None
     if over.get("off_policy", rng.random() < 0.5):
         exact = true_logp(student, ids, cfg.temperature)
-        logp_old = exact + torch.randn(B, T, generator=gen, dtype=torch.float64) * rng.choice([0.3, 1.5])
+        noise = over.get("old_noise", rng.choice([0.3, 1.5]))
+        logp_old = exact + torch.randn(B, T, generator=gen, dtype=torch.float64) * noise
         if rng.random() < 0.5:
             logp_rollout = logp_old + torch.randn(B, T, generator=gen, dtype=torch.float64) * 0.5
     # the partition: random order and sizes, often with a micro-batch of non-distilled rows only
@@ -139,6 +142,8 @@ def make_case(seed: int, **over) -> Case:
         parts = [other[:cut]] + split(other[cut:] + sdpo, rng)
     else:
         parts = split(list(range(B)), rng)
+    if over.get("singletons"):  # every row its own micro-batch
+        parts = [[i] for i in range(B)]
     rng.shuffle(parts)
     return Case(seed, B, T, V, lengths, student, teacher, ids, mask, rewards, group_ids, method, routing,
                 advantages, cfg, logp_old, logp_rollout, parts, rng.random() < 0.5)
@@ -150,10 +155,34 @@ def split(rows: list[int], rng: random.Random) -> list[list[int]]:
     rng.shuffle(rows)
     parts = []
     while rows:
-        k = rng.randint(1, len(rows))
+        k = rng.randint(1, len(rows) if rng.random() < 0.3 else max(1, len(rows) // 2))
         parts.append(rows[:k])
         rows = rows[k:]
     return parts
+
+
+def distilling_seeds(n: int, rows: int = 1, **over) -> list[int]:
+    """The first ``n`` seeds whose case distils valid tokens in at least ``rows`` rows."""
+    def distilled_rows(case):
+        return sum(1 for i in case.distilled if case.lengths[i])
+    seeds = []
+    for s in range(1000):
+        if len(seeds) == n:
+            break
+        if distilled_rows(make_case(s, **over)) >= rows:
+            seeds.append(s)
+    return seeds
+
+
+# Cases where the weight normaliser matters: distilled tokens of several rows, each row its own
+# micro-batch, entropy weights on (a micro-batch's own mean differs from the update's).
+SPREAD_SRPO = {"method": "srpo", "beta": 1.0, "singletons": True}
+SPREAD_SDPO = {"method": "sdpo", "beta": 2.0, "singletons": True}
+LAYOUT_CASES = (
+    [pytest.param(s, {}, id=f"random-{s}") for s in SEEDS]
+    + [pytest.param(s, SPREAD_SRPO, id=f"spread-srpo-{s}") for s in distilling_seeds(6, 2, **SPREAD_SRPO)]
+    + [pytest.param(s, SPREAD_SDPO, id=f"spread-sdpo-{s}") for s in distilling_seeds(6, 2, **SPREAD_SDPO)]
+)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -250,9 +279,9 @@ def assert_finite(loss, grad, what: str):
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_micro_batches_add_up_to_the_single_batch(seed):
-    case = make_case(seed)
+@pytest.mark.parametrize("seed,over", LAYOUT_CASES)
+def test_micro_batches_add_up_to_the_single_batch(seed, over):
+    case = make_case(seed, **over)
     one_loss, one_grad, one_m = single(case)  # its own mean = the update's mean
     norm = UpdateMean().update_mean(*raw_weight_sums(case, case.parts, case.student), all_sum=all_sum)
     loss, grad, m = run_parts(case, case.parts, norm)
@@ -296,9 +325,9 @@ def test_row_order_and_padding_change_nothing(seed):
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_deferred_layout_equals_single_batch(seed):
-    case = make_case(seed)
+@pytest.mark.parametrize("seed,over", LAYOUT_CASES)
+def test_deferred_layout_equals_single_batch(seed, over):
+    case = make_case(seed, **over)
     rng = random.Random(2000 + seed)
     strategy = normalizer(rng.choice(["step", "update"]))
     one_loss, one_grad, one_m = single(case)
@@ -448,16 +477,12 @@ def reference_loss(case: Case, student: torch.Tensor) -> torch.Tensor:
     return total / (case.num_tokens if cfg.loss_agg == "token_mean" else case.B)
 
 
-def distilling_seeds(n: int, **over) -> list[int]:
-    """The first ``n`` seeds whose case distils some valid token (so the divergence is checked)."""
-    return [s for s in range(200) if any(make_case(s, **over).lengths[i] for i in make_case(s, **over).distilled)][:n]
-
-
+GRPO_CLIPPED = {"method": "grpo", "off_policy": True, "old_noise": 1.5, "dual_clip": 1.5}  # ratios past both clips
 FULL_VOCAB = {"method": "sdpo", "topk": None, "alpha": 0.5, "beta": 1.0}
 TOP3_TAIL = {"method": "srpo", "topk": 3, "alpha": 0.5, "add_tail": True, "V": 12, "off_policy": True}
 REFERENCE_CASES = (
     [pytest.param(s, {}, id=f"random-{s}") for s in REFERENCE_SEEDS]
-    + [pytest.param(s, {"method": "grpo", "off_policy": True}, id=f"grpo-only-{s}") for s in range(6)]
+    + [pytest.param(s, GRPO_CLIPPED, id=f"grpo-only-{s}") for s in range(8)]
     + [pytest.param(s, FULL_VOCAB, id=f"full-vocab-jsd-{s}") for s in distilling_seeds(6, **FULL_VOCAB)]
     + [pytest.param(s, TOP3_TAIL, id=f"srpo-top3-tail-{s}") for s in distilling_seeds(6, **TOP3_TAIL)]
 )
@@ -619,7 +644,7 @@ def test_neg_inf_student_entries_outside_topk_are_finite(topk, lean):
     finite_case(case, lean=lean)
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "student logits with -inf on some vocabulary entries of a distilled row give a NaN loss (and NaN "
     "gradients) whenever the divergence sees those entries (topk=None, or K >= the number of finite "
     "entries): losses._kl computes p * (log p - log m) with p = 0 and log p = -inf, 0 * -inf = NaN "
@@ -631,7 +656,7 @@ def test_neg_inf_student_entries_in_the_divergence(topk):
     finite_case(case)
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "-inf student logits at a PADDED position (mask 0) of a distilled row, with the full-vocabulary "
     "divergence, still make the loss NaN: the per-token NaN is multiplied by the mask (NaN * 0 = NaN) "
     "instead of being selected away."))
@@ -642,7 +667,7 @@ def test_neg_inf_student_entries_at_padding_only():
     finite_case(case)
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "teacher logits with -inf on some vocabulary entries of a distilled row give a NaN loss (and NaN "
     "gradients), with or without top-K, full or lean teacher: losses.teacher_entropy is "
     "-(q * log q).sum() with q = 0, log q = -inf (and teacher_stats' lse - sum(softmax(z) * z) likewise), "
@@ -661,7 +686,7 @@ def test_neg_inf_teacher_entries_on_rows_not_distilled_are_ignored():
     finite_case(case, lean=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "a response token whose student logit is -inf (probability 0) gives a NaN loss on the on-policy "
     "path (logp_old=None): logp_old = logp.detach() = -inf and logp - logp_old = -inf - (-inf) = NaN, "
     "which the +-20 clamp keeps NaN (the gradient stays finite, so the NaN is only in the reported loss)."))
@@ -681,10 +706,11 @@ def test_neg_inf_logit_on_the_sampled_token_off_policy_is_finite():
     finite_case(case)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "large beta * H underflows every raw weight exp(-beta H) in fp32 (beta * H > ~103, e.g. a uniform "
-    "teacher over 40 ids with beta = 40, or H = 11 at a 150k vocabulary with beta = 10): the mean raw "
-    "weight is 0 and entropy_weights divides 0 by 0, a NaN loss with no error (own mean or update mean)."))
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "when beta * H > ~103 on every distilled token (e.g. a uniform teacher over 40 ids with beta = 40, or "
+    "H = 11 at a 150k vocabulary with beta = 10) every raw weight exp(-beta H) underflows to 0 in fp32: the "
+    "mean raw weight is 0 and entropy_weights divides 0 by 0, a NaN loss with no error (own mean or update "
+    "mean alike)."))
 @pytest.mark.parametrize("own_mean", [True, False])
 def test_entropy_weights_underflow(own_mean):
     case, _ = inf_case("sdpo", topk=None, alpha=0.5, beta=40.0, V=40)
