@@ -29,6 +29,27 @@ from srpo_ref.trainer import Trainer  # noqa: E402
 CONFIG = Path(__file__).resolve().parents[1] / "srpo_ref" / "configs" / "tiny.yaml"
 
 
+def print_table(a, out: dict) -> None:
+    """The measured seconds per step (and per phase), FLOPs and routing, a column per method."""
+    print(f"seconds per step, {a.rounds} interleaved rounds after one warm-up step each; {a.benchmark}, engine "
+          f"{a.engine}, model {a.model}")
+    print(f"{'':<18}" + "".join(f"{m:>12}" for m in a.methods))
+    rows = [
+        ("median s/step", lambda v: f"{v['median']:.3f}"),
+        ("min", lambda v: f"{v['min']:.3f}"),
+        ("max", lambda v: f"{v['max']:.3f}"),
+        ("GFLOPs/step", lambda v: f"{v['flops_per_step'] / 1e9:.3f}"),
+        ("teacher tokens", lambda v: f"{v['teacher_tokens']:.0f}"),
+        ("SDPO-routed", lambda v: f"{v['frac_sdpo']:.2f}"),
+        ("vs grpo (median)",
+         lambda v: f"{(v['ratio_vs_grpo']['median'] - 1) * 100:+.1f}%" if "ratio_vs_grpo" in v else "–"),
+    ]
+    for label, get in rows:
+        print(f"{label:<18}" + "".join(f"{get(out['methods'][m]):>12}" for m in a.methods))
+    for p in PHASES:
+        print(f"  {p:<16}" + "".join(f"{out['methods'][m]['phases_median'][p]:>12.3f}" for m in a.methods))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
@@ -86,20 +107,7 @@ def main(argv=None):
             ratios = [s / g for s, g in zip(out["methods"][m]["per_round"], out["methods"]["grpo"]["per_round"])]
             out["methods"][m]["ratio_vs_grpo"] = {"median": statistics.median(ratios), "min": min(ratios),
                                                   "max": max(ratios)}
-    print(f"seconds per step, {a.rounds} interleaved rounds after one warm-up step each; {a.benchmark}, engine "
-          f"{a.engine}, model {a.model}")
-    print(f"{'':<18}" + "".join(f"{m:>12}" for m in a.methods))
-    for label, get in [("median s/step", lambda v: f"{v['median']:.3f}"), ("min", lambda v: f"{v['min']:.3f}"),
-                       ("max", lambda v: f"{v['max']:.3f}"), ("GFLOPs/step",
-                                                              lambda v: f"{v['flops_per_step'] / 1e9:.3f}"),
-                       ("teacher tokens", lambda v: f"{v['teacher_tokens']:.0f}"), ("SDPO-routed",
-                                                                                    lambda v: f"{v['frac_sdpo']:.2f}"),
-                       ("vs grpo (median)",
-                        lambda v: f"{(v['ratio_vs_grpo']['median'] - 1) * 100:+.1f}%"
-                        if "ratio_vs_grpo" in v else "–")]:
-        print(f"{label:<18}" + "".join(f"{get(out['methods'][m]):>12}" for m in a.methods))
-    for p in PHASES:
-        print(f"  {p:<16}" + "".join(f"{out['methods'][m]['phases_median'][p]:>12.3f}" for m in a.methods))
+    print_table(a, out)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(out, indent=2))
