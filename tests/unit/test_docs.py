@@ -2,6 +2,7 @@
 they mention exists, every `python -m` module they run is importable, and the README stays short."""
 
 import importlib.util
+import sys
 import re
 import subprocess
 from pathlib import Path
@@ -76,3 +77,28 @@ def test_every_module_the_docs_run_exists():
         if gone:
             missing[page.name] = gone
     assert missing == {}
+
+
+def documented_runs() -> list[tuple[str, str, list[str]]]:
+    """Every ``$ command`` in a fenced block of docs/ with the output printed under it."""
+    out = []
+    for page in DOCS:
+        for block in page.read_text().split("```")[1::2]:
+            lines = block.strip("\n").splitlines()
+            if lines and lines[0].startswith("$ "):
+                out.append((page.name, lines[0][2:], lines[1:]))
+    return out
+
+
+def test_documented_commands_print_what_the_docs_show():
+    runs = documented_runs()
+    assert len(runs) >= 3  # the two memory plans and the launch line
+    for page, command, shown in runs:
+        argv = command.split()
+        if argv[0] == "srpo-train":
+            argv = [sys.executable, "-m", "srpo_ref.run", *argv[1:]]
+        elif argv[:2] == ["python", "-m"]:
+            argv = [sys.executable, *argv[1:]]
+        res = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, f"{page}: {command}\n{res.stderr[-2000:]}"
+        assert res.stdout.splitlines() == shown, f"{page}: `{command}` prints something else now"
