@@ -222,7 +222,7 @@ def test_rows_missing_a_field_name_the_file_and_row(tmp_path):
 def test_unreachable_upstream_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    monkeypatch.setattr(tasks, "SDPO_REPO_RAW", "http://127.0.0.1:9/none")
+    monkeypatch.setattr(tasks.benchmarks, "SDPO_REPO_RAW", "http://127.0.0.1:9/none")  # where the loaders read it
     monkeypatch.setenv("SRPO_CACHE", str(tmp_path / "cache"))
     with pytest.raises(tasks.DataNotFound, match="could not be fetched"):
         tasks.load_task("physics", "test", tmp_path)
