@@ -283,8 +283,7 @@ def test_hostile_programs_score_zero_beside_correct_ones(backend, monkeypatch, t
 
 def test_scratch_space_is_capped_in_inodes():
     if os.geteuid() != 0:
-        pytest.skip("inode caps need root: the tmpfs is mounted in a private mount namespace (docs/judge.md: The code "
-                    "judge)")
+        pytest.skip("inode caps need root: the tmpfs is mounted in a private mount namespace (docs/judge.md)")
     # as root, with bubblewrap installed by `make install`, the cap must be on
     assert sandbox.backend() == "bwrap" and sandbox._INODE_CAP
     flood = ("import os\ni = 0\nwhile True:\n    try:\n        open(f'/tmp/work/f{i}', 'w').close()\n"

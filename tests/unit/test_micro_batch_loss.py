@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from srpo_ref import losses
+from srpo_ref.record import accumulate_metrics
 from srpo_ref.normalizers import MicroBatchMean, UpdateMean, mean_raw_weight, normalizer
 from srpo_ref.update import TeacherOutputs, lean_teacher, micro_batch_loss
 
@@ -224,13 +225,7 @@ def raw_weight_sums(case: Case, parts: list[list[int]], student: torch.Tensor, l
 
 
 def accumulate(into: dict, m: dict) -> dict:
-    for k, v in m.items():
-        if k == "weight_min":
-            into[k] = min(into.get(k, math.inf), v)
-        elif k == "weight_max":
-            into[k] = max(into.get(k, -math.inf), v)
-        else:
-            into[k] = into.get(k, 0.0) + v
+    accumulate_metrics(into, m)  # the trainer's own sum of micro-batch metrics (min/max for the extremes)
     return into
 
 
