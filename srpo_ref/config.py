@@ -27,7 +27,9 @@ import yaml
 
 from srpo_ref.errors import ConfigError  # raised here, and caught as srpo_ref.config.ConfigError by callers
 from srpo_ref.loggers import LOGGERS
-from srpo_ref.losses import ENTROPY_BETA, METHODS, LossConfig
+from srpo_ref.distributed import SHARDINGS
+from srpo_ref.losses import ENTROPY_BETA, ENTROPY_SOURCES, LOSS_AGGREGATIONS, METHODS, LossConfig
+from srpo_ref.normalizers import NORMALIZERS
 from srpo_ref.tasks import TASKS
 
 # A trainer YAML's settings for one method only: per_method: {grpo: {optim: {lr: 1.0e-6}}}.
@@ -144,10 +146,10 @@ class MethodConfig:
     teacher_mix: float = checked(0.9, lambda v: 0 <= v <= 1, "in [0, 1]", "lambda of teacher=mix")
     ema_rate: float = checked(0.05, lambda v: 0 <= v <= 1, "in [0, 1]", "the EMA teacher's update rate")
     # public SRPO implementations differ here (docs/method.md: "Where public SRPO implementations differ")
-    weight_normalizer: str = choice("step", ("step", "update", "micro_batch"),
+    weight_normalizer: str = choice("step", tuple(NORMALIZERS),
                                     "the entropy weights' normaliser: their mean over the step (SPEC section 5), "
                                     "the update or the micro-batch")
-    entropy_source: str = choice(LossConfig.entropy_source, ("full", "topk_tail"),
+    entropy_source: str = choice(LossConfig.entropy_source, ENTROPY_SOURCES,
                                  "the distribution whose entropy sets the weights")
     max_demo_tokens: int = checked(10240, lambda v: v > 0, "at least 1",
                                    "longest demonstration in the teacher's prompt, in tokens (max_reprompt_len)")
@@ -165,7 +167,7 @@ class MethodConfig:
     add_tail: bool = setting(LossConfig.add_tail, "with topk: add the tail bucket (the mass outside the top-K)")
     logits_chunk: int | None = checked(None, lambda v: v > 0, "at least 1 (or null for automatic)",
                                        "positions per chunk of the vocabulary-sized work (null: ~128 MB of fp32 each)")
-    loss_agg: str = choice(LossConfig.loss_agg, ("token_mean", "seq_mean_token_mean"),
+    loss_agg: str = choice(LossConfig.loss_agg, LOSS_AGGREGATIONS,
                            "token_mean (SPEC section 6) or seq_mean_token_mean (the SDPO authors' code)")
 
 
@@ -193,7 +195,7 @@ class RunConfig:
     keep_checkpoints: int = checked(2, lambda v: v > 0, "at least 1", "checkpoints kept on disk")
     device: str = choice("auto", ("auto", "cpu", "cuda"), "where the run trains")
     # srpo_ref/distributed.py; hsdp shards within groups of hsdp_shard_size ranks, replicated across them
-    sharding: str = choice("none", ("none", "fsdp", "hsdp"),
+    sharding: str = choice("none", SHARDINGS,
                            "none: replicated data parallel; fsdp: FSDP2 per decoder layer; hsdp: FSDP2 on a 2-D mesh")
     hsdp_shard_size: int | None = checked(None, lambda v: v > 0, "at least 1 (or null for the ranks of one node)",
                                           "hsdp: ranks per shard group (null: $LOCAL_WORLD_SIZE)")
