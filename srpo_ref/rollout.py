@@ -232,7 +232,10 @@ class VLLMEngine:
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             kwargs["enable_sleep_mode"] = self.sleep_mode
-        self.group = TensorParallelGroup(tensor_parallel_size)  # a collective, before vLLM makes its own groups
+        # Ranks share the engine only under a launcher; one process with tensor_parallel_size > 1
+        # (evaluation, say) leaves the parallelism to vLLM's own workers: nothing to gather.
+        shared_by = tensor_parallel_size if distributed.world() > 1 else 1
+        self.group = TensorParallelGroup(shared_by)  # a collective, before vLLM makes its own groups
         self.seed_rank = self.group.seed_rank
         self.llm = LLM(**kwargs)
         self.tokenizer = tokenizer
