@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from srpo_ref import rewards
+from srpo_ref import rewards, tasks
 from srpo_ref.rewards.code import sandbox
 from tests.integration import hostile_programs as hp
-from tests.conftest import sandbox_leftovers
+from tests.conftest import DATA_DIR, sandbox_leftovers
 
 LIMITS = sandbox.Limits(timeout_s=3)
 BACKENDS = ["bwrap", "guard"]
@@ -144,3 +144,12 @@ def test_candidate_process_refuses_signal_handlers_audit_hooks_and_proc_links(ba
         job = {"judge": "in_process", "candidate": DENIALS, "tests": tests}
     res = sandbox.run_job(job, LIMITS)
     assert res.passed, res.output_tail
+
+
+def test_a_mirror_handed_to_a_loader_is_masked_in_every_sandbox(tmp_path):
+    mirror = tmp_path / "mirror"
+    (mirror / "sciknoweval" / "physics").mkdir(parents=True)
+    shutil.copy(DATA_DIR / "sciknoweval" / "physics" / "test.json", mirror / "sciknoweval" / "physics" / "test.json")
+    assert str(mirror.resolve()) not in sandbox.answer_paths()
+    assert len(tasks.load_task("physics", "test", mirror)) == 80
+    assert str(mirror.resolve()) in sandbox.answer_paths()
