@@ -208,8 +208,7 @@ class SRPOConfig(SDPOConfig):
         if spg % ga != 0:
             raise ValueError(
                 "SRPO divides each micro-batch's loss by the valid tokens of its whole optimizer update, so an "
-                "update's "
-                "micro-batches must all come from one generation batch: `steps_per_generation` "
+                "update's micro-batches must all come from one generation batch: `steps_per_generation` "
                 f"({spg}) must be a multiple of `gradient_accumulation_steps` ({ga})."
             )
         if self.weight_normalizer == "step" and spg * self.num_iterations != ga:
@@ -320,7 +319,7 @@ def srpo_micro_batch_loss(
         student_logits=student_logits, response_ids=completion_ids, mask=completion_mask, advantages=advantages.float(),
         routing=routing, cfg=cfg, num_tokens=num_tokens, num_sequences=num_sequences,
         teacher=TeacherOutputs(teacher_logits, teacher, topk_ids), logp_old=old_logps,
-                            weight_normalizer=weight_normalizer,
+        weight_normalizer=weight_normalizer,
     )
 
 
@@ -542,8 +541,8 @@ class SRPOTrainer(SDPOTrainer):
 
     def _srpo_all_sum(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` summed over ranks through accelerate (a collective), in the float32 TRL computes in."""
-        return self.accelerator.gather(x.to(self.accelerator.device, torch.float32).reshape(1,
-                                                                                            -1)).sum(0).double().cpu()
+        local = x.to(self.accelerator.device, torch.float32).reshape(1, -1)
+        return self.accelerator.gather(local).sum(0).double().cpu()
 
     # ------------------------------------------------------------------ the loss
 
