@@ -97,8 +97,8 @@ def _shared_prefix_batch(prefixes, responses, resp, mask, pad_id, device) -> Bat
     position = torch.tensor([len(p) - 1 for p in prefixes])[:, None] + torch.arange(T)[None]
     n_computed = sum(len(h) for h in heads) + int(suffix_attn.sum())
     # a row is its prefix's last token and its response but the last token (one token when empty)
-    segments = [(len(h), 0, 0) for h in heads] + [(max(1, len(r)), len(r), len(p) - 1) for p, r in zip(prefixes,
-                                                                                                       responses)]
+    segments = [(len(h), 0, 0) for h in heads]
+    segments += [(max(1, len(r)), len(r), len(p) - 1) for p, r in zip(prefixes, responses)]
     return Batch(ids.to(device), attn.to(device), None, resp.to(device), mask.to(device), position.to(device),
                  prefix_ids.to(device), prefix_attn.to(device), index.to(device), n_computed, segments)
 

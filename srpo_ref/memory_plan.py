@@ -226,8 +226,8 @@ def shard_degree(cfg, gpus: int, gpus_per_node: int | None = None) -> int:
     if cfg.run.sharding == "fsdp":
         return gpus
     if cfg.run.sharding == "hsdp":
-        size = gpus_per_node or getattr(cfg.run, "hsdp_shard_size", None) or int(os.environ.get("LOCAL_WORLD_SIZE",
-                                                                                                0)) or 8
+        size = (gpus_per_node or getattr(cfg.run, "hsdp_shard_size", None)
+                or int(os.environ.get("LOCAL_WORLD_SIZE", 0)) or 8)
         return max(1, min(size, gpus))
     return 1
 
@@ -235,8 +235,8 @@ def shard_degree(cfg, gpus: int, gpus_per_node: int | None = None) -> int:
 def _dims(cfg, s: Shape, d: int, gpu: bool, padded: bool) -> SimpleNamespace:
     """The sizes every term is made of: the run's shape, the micro-batch, the teacher's inputs,
     the vocabulary chunks, and the per-token helpers of a padded micro-batch."""
-    x = SimpleNamespace(s=s, d=d, gpu=gpu, cb=DTYPE_BYTES[cfg.model.dtype], sharded=cfg.run.sharding in ("fsdp",
-                                                                                                         "hsdp"))
+    x = SimpleNamespace(s=s, d=d, gpu=gpu, cb=DTYPE_BYTES[cfg.model.dtype],
+                        sharded=cfg.run.sharding in ("fsdp", "hsdp"))
     x.distils = cfg.method.name != "grpo"  # the teacher's forward runs (ema/frozen teacher, or the student itself)
     x.has_teacher = x.distils and cfg.method.teacher in ("ema", "frozen")
     x.vllm = cfg.rollout.engine == "vllm"

@@ -208,8 +208,8 @@ class Trainer:
         tensor-parallel vLLM engine share its seed; the engine gathers their prompts)."""
         seed_rank = getattr(self.engine, "seed_rank", rank())  # an engine that shares nothing: this rank's
         seed = step_seed(self.cfg.run.seed, self.step, salt=salt + 1000 * seed_rank)
-        return self.engine.generate([p for _, p in prompts], n, SamplingConfig(temperature, top_p, max_new_tokens,
-                                                                               seed))
+        sampling = SamplingConfig(temperature, top_p, max_new_tokens, seed)
+        return self.engine.generate([p for _, p in prompts], n, sampling)
 
     def rewards(self, prompts: list, samples: list) -> torch.Tensor:
         """Each rollout's reward: the task's verifier, or with ``data.reward=random`` (smoke tests

@@ -139,8 +139,8 @@ def accuracy(model, tokenizer, examples, teacher_demo: bool = False, greedy: boo
     messages = [build_teacher_messages(ex.messages,
                                        correct_response(ex)) if teacher_demo else ex.messages for ex in examples]
     prompts = [chat_prompt_ids(tokenizer, m) for m in messages]
-    groups = HFEngine(model, tokenizer).generate(prompts, samples, SamplingConfig(0.0 if greedy else 1.0, 1.0, 64,
-                                                                                  seed))
+    sampling = SamplingConfig(0.0 if greedy else 1.0, 1.0, 64, seed)
+    groups = HFEngine(model, tokenizer).generate(prompts, samples, sampling)
     scores = [ex.score(s.text) for ex, group in zip(examples, groups) for s in group]
     return sum(scores) / max(len(scores), 1)
 
@@ -175,8 +175,8 @@ def warmup(out: Path, steps: int = 600, batch_size: int = 64, lr: float = 3e-3, 
     report = {"config": {"steps": steps, "batch_size": batch_size, "lr": lr, "label_accuracy": label_accuracy,
                          "teacher_fraction": teacher_fraction, "hidden": hidden, "layers": layers, "seed": seed},
               "n_params": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
-              "loss_curve": [sum(losses[i : i + log_every]) / len(losses[i : i + log_every]) for i in range(0, steps,
-                                                                                                            log_every)],
+              "loss_curve": [sum(losses[i : i + log_every]) / len(losses[i : i + log_every])
+                             for i in range(0, steps, log_every)],
               "accuracy": {}}
     for name in tasks.TINY_BENCHMARKS if eval_accuracy else ():
         test = tasks.load_task(name, "test")

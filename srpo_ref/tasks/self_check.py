@@ -67,16 +67,16 @@ def reference_responses(ex: Example) -> tuple[str, str]:
     answer: the graders' self-check (every gold must score 1, every wrong one 0)."""
     if ex.kind == "mcq":
         wrong = "A" if ex.gold != "A" else "B"
-        return MCQ_RESPONSE.format(reasoning="Because.", letter=ex.gold), MCQ_RESPONSE.format(reasoning="Because.",
-                                                                                              letter=wrong)
+        return (MCQ_RESPONSE.format(reasoning="Because.", letter=ex.gold),
+                MCQ_RESPONSE.format(reasoning="Because.", letter=wrong))
     if ex.kind == "tooluse":
         calls = json.loads(ex.gold) if isinstance(ex.gold, str) else ex.gold
         bad = [dict(c, Action=c["Action"] + "Wrong") for c in calls]
         return rewards.format_tool_calls(calls), rewards.format_tool_calls(bad)
     if ex.kind == "integer":
         wrong = str(int(ex.gold) + 1)
-        return MCQ_RESPONSE.format(reasoning="Because.", letter=ex.gold), MCQ_RESPONSE.format(reasoning="Because.",
-                                                                                              letter=wrong)
+        return (MCQ_RESPONSE.format(reasoning="Because.", letter=ex.gold),
+                MCQ_RESPONSE.format(reasoning="Because.", letter=wrong))
     if ex.kind == "math":
         return f"The answer is $\\boxed{{{ex.gold}}}$.", "The answer is $\\boxed{98765431}$."
     if ex.kind == "code":

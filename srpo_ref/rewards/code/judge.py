@@ -123,8 +123,8 @@ def plan(tests: str, helpers: str = "", reference: str = "", proxy: tuple = (), 
         if remote is None:
             return {**spec, "why": f"the tests use {classes[0]!r}, a ClassDef of the reference"}
     local_defs = {n.name for tree in (test_tree, helper_tree) for n in ast.walk(tree)
-                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and hasattr(n,
-                                                                                                                  "name")}
+                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+                  and hasattr(n, "name")}
     for call in ast.walk(test_tree):  # the tests hand the candidate a function or an object: not plain data
         if isinstance(call, ast.Call) and isinstance(call.func,
                                                      ast.Name) and call.func.id in set(names) | {"candidate"}:

@@ -401,8 +401,8 @@ def main() -> None:
         candidate_code = compile(job["candidate"], "candidate.py", "exec")
         snapshot = _snapshot(_WATCHED + ("__main__",), _trust_stdlib())
         _hide_harness()
-        _install_audit_hook(os.getcwd(), job["contained"], job_dir=job_dir, answer_paths=tuple(job.get("answer_paths",
-                                                                                                       ())))
+        _install_audit_hook(os.getcwd(), job["contained"], job_dir=job_dir,
+                            answer_paths=tuple(job.get("answer_paths", ())))
         _deny_signal_handlers()
         cand_ns = {"__name__": "__candidate__", "__builtins__": builtins}
         run_code(candidate_code, cand_ns)
