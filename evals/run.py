@@ -42,7 +42,7 @@ from pathlib import Path
 
 from evals import metrics
 from srpo_ref import rewards, tasks
-from srpo_ref.rewards.code import sandbox
+from srpo_ref.rewards.code import cgroups, sandbox
 from srpo_ref.rewards.code.jail import wire
 from srpo_ref.rollout import HFEngine, SamplingConfig, VLLMEngine
 from srpo_ref.teacher import chat_prompt_ids
@@ -330,7 +330,7 @@ def provenance(model_path: str) -> dict:
             "weight_sha256": weight_hash(model_path),
             "hardware": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                          "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-            "sandbox": sandbox.backend(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "sandbox": sandbox.backend(), "cgroup": cgroups.describe(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def evaluate(model_path: str, benchmarks: list[str], settings: EvalSettings, out: Path) -> dict:

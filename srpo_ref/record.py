@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from srpo_ref import distributed
-from srpo_ref.rewards.code import sandbox
+from srpo_ref.rewards.code import cgroups, sandbox
 
 # weight_sync: a vLLM engine's sleep after generating and its wake-up and reload after the update
 PHASES = ("generate", "reward", "old_logprob", "teacher_forward", "update", "teacher_ema", "weight_sync")
@@ -237,4 +237,5 @@ def provenance() -> dict:
     return {"git_commit": commit, "git_dirty": dirty, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "platform": platform.platform(), "cpu_count": os.cpu_count(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "argv": sys.argv, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sandbox": sandbox.backend()}
+            "argv": sys.argv, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sandbox": sandbox.backend(),
+            "cgroup": cgroups.describe()}

@@ -219,7 +219,11 @@ def _top_level_bindings(tree) -> dict:
 class Channel:
     """Requests to the candidate process and its replies, as ``srpo_ref.rewards.code.jail.wire`` frames."""
 
-    def __init__(self, proc, deadline: float):
+    def __init__(self, proc, deadline: float, trusted: bool = False):
+        """``trusted``: the process runs a trusted solution (``judge="record"``), whose large
+        answers get the wire's general caps instead of the tighter ones for replies."""
+        self.max_bytes = wire.MAX_FRAME_BYTES if trusted else wire.MAX_REPLY_BYTES
+        self.max_nodes = wire.MAX_NODES if trusted else wire.MAX_REPLY_NODES
         self.w, self.r = proc.stdin.fileno(), proc.stdout.fileno()
         os.set_blocking(self.w, False)
         self.deadline = deadline
@@ -264,7 +268,7 @@ class Channel:
     def receive(self, timeout: float | None = None) -> dict:
         end = self._until(timeout)
         try:
-            size = wire.unpack_header(self._read(4, end))
+            size = wire.unpack_header(self._read(4, end), self.max_bytes)
             message = wire.parse(self._read(size, end))
         except wire.WireError as e:
             self.fail(f"malformed reply: {e}")
@@ -290,8 +294,9 @@ class Channel:
         reply = self.receive(timeout)
         if "ok" in reply and set(reply) <= ({"ok", "changed"} if changes else {"ok"}):
             try:
-                value = wire.decode(reply["ok"])
-                changed = [(i, wire.decode(v)) for i, v in _pairs(reply.get("changed", []))]
+                budget = [self.max_nodes]  # one for the whole reply: its value and its changes
+                value = wire.decode(reply["ok"], budget=budget)
+                changed = [(i, wire.decode(v, budget=budget)) for i, v in _pairs(reply.get("changed", []))]
             except wire.WireError as e:
                 self.fail(f"the candidate returned {e}")
             for i, new in changed:
@@ -335,14 +340,15 @@ def _update_in_place(target, new) -> None:
 def run_proxy(spec: dict, channel: Channel) -> None:
     """The benchmark's tests, with the candidate's functions as proxies; raises on failure."""
     namespace = {"__name__": "__judge__"}
-    exec(compile(spec["helpers"], "helpers.py", "exec"), namespace)
+    # optimize=0: the asserts stay whatever the interpreter's flags (``-O`` would drop every check)
+    exec(compile(spec["helpers"], "helpers.py", "exec", optimize=0), namespace)
     for name in spec.get("refs", ()):  # objects the set-up built in the candidate's process
         namespace[name] = wire.RemoteRef(name)
     for statement in spec["imports"]:
-        exec(statement, namespace)
+        exec(compile(statement, "imports.py", "exec", optimize=0), namespace)
     for name in spec["proxy"]:
         namespace[name] = channel.proxy(name, spec.get("changes", True))
-    exec(compile(spec["tests"], "tests.py", "exec"), namespace)
+    exec(compile(spec["tests"], "tests.py", "exec", optimize=0), namespace)
 
 
 def evalplus_time_limits(ref_times, min_time_limit: float, factor: float) -> list:
@@ -507,7 +513,7 @@ def judge(job: dict, limits) -> dict:
     spec = job.get("spec", {})
     cand = sandbox.Candidate({"mode": "serve", "candidate": job["candidate"], "setup": spec.get("remote_setup", ""),
                               "refs": spec.get("refs", [])}, limits)
-    channel = Channel(cand.proc, deadline)
+    channel = Channel(cand.proc, deadline, trusted=job["judge"] == "record")
     verdict = {"passed": False, "status": "failed", "judge": "proxy"}
     try:
         channel._send(cand.job_frame, deadline)
@@ -572,6 +578,7 @@ def main() -> None:
     else:
         request = pickle.load(sys.stdin.buffer)  # written by the evaluator (trusted), never by a candidate
         job, limits = request["job"], request["limits"]
+        sandbox.hide(*request.get("answer_paths", ()))  # from the evaluator, whose environment names them
         import resource
 
         # the candidate's replies are decoded here: capped in size, and so is this process

@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from srpo_ref.rewards.code import cgroups
 from srpo_ref.rewards.code.jail import wire
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class Limits:
     output_mb: int = 4  # stdout+stderr, and any one file written
     scratch_mb: int = 64  # the writable tmpfs (bubblewrap only)
     scratch_inodes: int = 4096  # files and directories in it (bubblewrap as root only)
+    job_cpus: float = 1.0  # cores for the whole job, whatever it starts (its cgroup, where there is one)
+    job_memory_mb: int = 2048  # memory for the whole job (its cgroup)
 
 
 @dataclass
@@ -92,8 +95,8 @@ def backend() -> str:
         return forced
     if _BACKEND is None:
         try:
-            out = subprocess.run([sys.executable, "-m", "srpo_ref.rewards.code", "--probe"], capture_output=True,
-                                 timeout=60)
+            out = subprocess.run([sys.executable, "-E", "-m", "srpo_ref.rewards.code", "--probe"], capture_output=True,
+                                 timeout=60, env=judge_environment(), cwd=PROJECT_ROOT)
             probe = json.loads(out.stdout.decode().strip().splitlines()[-1])
         except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as e:
             probe = {"backend": "guard", "inode_cap": False, "why": f"probe failed: {e}"}
@@ -103,6 +106,7 @@ def backend() -> str:
         if _BACKEND == "guard":
             log.warning("code rewards run WITHOUT bubblewrap (in-process guard only); install the 'bubblewrap' "
                         "package for kernel isolation (docs/judge.md: The code sandbox)")
+        cgroups.available()  # probed (and warned about) once here too, not only in the judges
     if forced in ("bwrap", "guard"):
         return forced
     return _BACKEND
@@ -263,6 +267,9 @@ class Candidate:
             cwd = self._work_dir.name
             env = {"PATH": "/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd, "PYTHONHASHSEED": "0",
                    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        self.group = _job_group(limits)
+        if self.group is not None:
+            cmd = self.group.join_command() + cmd
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._out, start_new_session=True)
         # the job is the first frame on its stdin (the judge sends it): no job file to read
@@ -293,12 +300,27 @@ class Candidate:
         self.proc.wait()
         if self.uid is not None and os.geteuid() == 0:
             _reap_uid(self.uid)
+        if self.group is not None:
+            self.group.remove()
         self.proc.stdout.close()
 
     def cleanup(self) -> None:
         self._out.close()
         self._job_dir.cleanup()
         self._work_dir.cleanup()
+
+
+def _job_group(limits: Limits) -> cgroups.JobGroup | None:
+    """The job's own cgroup (``cgroups``), or None where there is none."""
+    hierarchy = cgroups.available()
+    if hierarchy is None:
+        return None
+    try:
+        memory = max(limits.job_memory_mb, limits.memory_mb) << 20  # never below one process's own cap
+        return cgroups.JobGroup(hierarchy, limits.job_cpus, memory, limits.nproc + 8)
+    except OSError as e:
+        log.warning("could not make a cgroup for a code job (%s): it runs without one", e)
+        return None
 
 
 def run_job(job: dict, limits: Limits = Limits()) -> SandboxResult:
@@ -311,19 +333,33 @@ def run_job(job: dict, limits: Limits = Limits()) -> SandboxResult:
         return _run_judge(job, limits, kind, parent)
 
 
+# What the judge inherits from the evaluator's environment: an allowlist. Everything else, the
+# ``PYTHON*`` variables above all (``PYTHONOPTIMIZE`` would strip the tests' asserts), stays out;
+# ``-E`` makes the interpreter ignore any that slip through.
+_JUDGE_ENV = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE", "SRPO_CGROUP")
+
+
+def judge_environment(kind: str = "guard", parent: str = "") -> dict:
+    """The judge process's whole environment (see ``_JUDGE_ENV``)."""
+    env = {k: os.environ[k] for k in _JUDGE_ENV if k in os.environ}
+    env.update({"SRPO_SANDBOX": kind, "SRPO_SANDBOX_INODE_CAP": "1" if _INODE_CAP else "0", "SRPO_JOB_PARENT": parent,
+                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    return env
+
+
 def _run_judge(job: dict, limits: Limits, kind: str, parent: str) -> SandboxResult:
     timeout_s = job.get("timeout_s", limits.timeout_s)
-    env = {**os.environ, "SRPO_SANDBOX": kind, "SRPO_SANDBOX_INODE_CAP": "1" if _INODE_CAP else "0",
-           "SRPO_JOB_PARENT": parent,
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    request = {"job": job, "limits": limits, "answer_paths": answer_paths()}  # the evaluator's view of them
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "srpo_ref.rewards.code"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True, env=env)
+        # -E: no PYTHON* variable reaches it; the checkout's root as the working directory, so
+        # the package imports even where only PYTHONPATH made it importable here
+        proc = subprocess.Popen([sys.executable, "-E", "-m", "srpo_ref.rewards.code"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                env=judge_environment(kind, parent), cwd=PROJECT_ROOT)
     except OSError as e:
         return SandboxResult(False, "error", kind, f"could not start the judge: {e}")
     try:
-        out, err = proc.communicate(pickle.dumps({"job": job, "limits": limits}), timeout=timeout_s + 30)
+        out, err = proc.communicate(pickle.dumps(request), timeout=timeout_s + 30)
     except subprocess.TimeoutExpired:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
