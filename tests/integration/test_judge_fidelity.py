@@ -13,6 +13,7 @@
   meets its wall-clock limit (per-job cgroups).
 """
 
+import collections
 import os
 import subprocess
 import sys
@@ -205,12 +206,84 @@ def test_values_upstream_rejects_stay_rejected(shape):
     assert rewards.code_reward(program, judge.plan(tests)) == 0.0
 
 
+def _random_convertible(rng, depth=0):
+    """A value a candidate might return, and what the one-process tests would see of it: a
+    function of the decoded value that must hold (an independent check, not the decoder)."""
+    import numpy as np
+
+    plain = rng.choice([None, True, rng.randint(-10**20, 10**20), rng.uniform(-1e6, 1e6), "x" * rng.randint(0, 3),
+                        b"ab", (1, "a")])
+    kind = rng.randrange(10 if depth < 2 else 3)
+    if kind == 0:
+        return plain, lambda out: out == plain and type(out) is type(plain)
+    if kind == 1:
+        dtype = rng.choice(["int8", "int64", "uint16", "float32", "float64", "bool", "complex128"])
+        value = np.dtype(dtype).type(rng.randint(0, 100))
+        return value, lambda out: type(out) is type(value) and out == value
+    if kind == 2:
+        n = rng.randint(0, 5)
+        items = [rng.randint(-5, 5) for _ in range(n)]
+        return (x for x in items), lambda out: iter(out) is out and list(out) == items
+    if kind == 3:
+        shape = [rng.randint(0, 3) for _ in range(rng.randint(1, 3))]
+        dtype = rng.choice(["int32", "float64", "bool", "U3"])
+        size = int(np.prod(shape))
+        raw = [rng.randint(0, 9) for _ in range(size)]
+        arr = np.array([str(x) for x in raw] if dtype == "U3" else raw, dtype=dtype).reshape(shape)
+        return arr, lambda out: type(out) is np.ndarray and out.dtype == arr.dtype and out.shape == arr.shape and (
+            out == arr).all()
+    if kind == 4:
+        d = {rng.randint(0, 50): rng.randint(0, 9) for _ in range(rng.randint(0, 4))}
+        view = rng.choice(["keys", "values", "items"])
+        return getattr(d, view)(), lambda out: type(out) is type(getattr(d, view)()) and sorted(out) == sorted(
+            getattr(d, view)())
+    if kind == 5:
+        r = range(rng.randint(-5, 5), rng.randint(-5, 50), rng.choice([1, 2, -1, 7]))
+        return r, lambda out: out == r and type(out) is range
+    if kind == 6:
+        P = collections.namedtuple("P", "a b")
+        t = P(rng.randint(0, 9), "z")
+        return t, lambda out: type(out) is tuple and out == tuple(t)
+    if kind == 7:
+        class Weird(int):
+            def __eq__(self, other):
+                return True
+            __hash__ = int.__hash__
+        v = Weird(rng.randint(-9, 9))
+        return v, lambda out: type(out) is int and out == int.__int__(v) and not (out == int.__int__(v) + 1)
+    inner = [_random_convertible(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    if kind == 8:
+        return [v for v, _ in inner], lambda out: type(out) is list and len(out) == len(inner) and all(
+            check(o) for o, (_, check) in zip(out, inner))
+    return {i: v for i, (v, _) in enumerate(inner)}, lambda out: type(out) is dict and all(
+        check(out[i]) for i, (_, check) in enumerate(inner))
+
+
+def test_converted_values_arrive_as_the_tests_would_see_them_randomized():
+    import random
+
+    rng = random.Random(2029)
+    for case in range(400):
+        value, check = _random_convertible(rng)
+        frame = wire.pack({"ok": wire.encode(value, convert=True)})
+        out = wire.decode(wire.parse(frame[4:])["ok"], budget=[wire.MAX_REPLY_NODES])
+        assert check(out), (case, value, out)
+    # and nothing converts on the judge's own (strict) side
+    for value in [(x for x in []), range(3), collections.namedtuple("Q", "a")(1)]:
+        with pytest.raises(wire.WireError):
+            wire.encode(value)
+
+
 # ----------------------------------------------------------------------------- 4. CPU isolation
 
-_HOG = ("import os\n"
+# 15 busy shells and itself: started through _posixsubprocess, which also worked before starting
+# processes was allowed (the process cap let 16 through), so this test fails without cgroups
+_HOG = ("import _imp, importlib.machinery as m, os\n"
+        "ps = _imp.create_builtin(m.ModuleSpec('_posixsubprocess', None))\n"
         "for _ in range(15):\n"
-        "    if os.fork() == 0:\n"
-        "        while True:\n            pass\n"
+        "    e1, e2 = os.pipe()\n"
+        "    ps.fork_exec([b'/bin/sh', b'-c', b'while :; do :; done'], [b'/bin/sh'], True, (), None, None,\n"
+        "                 -1, -1, -1, -1, -1, -1, e1, e2, False, True, -1, None, None, -1, -1, None, False)\n"
         "def f():\n    while True:\n        pass\n")
 _BUSY = ("import time\n"
          "def f():\n    t = time.process_time()\n    while time.process_time() - t < 1.5:\n        pass\n"

@@ -19,8 +19,11 @@ the program read the token or tamper with the grading: frame, code and traceback
 ``gc`` object walks, ``ctypes``, tracing/profiling hooks, new audit hooks, ``/proc/*/mem`` (by
 its real path, so a symlink does not help) and symlinks into ``/proc``, new programs
 (``exec``/``system``/``Popen``), signals to other processes, signal handlers and, outside
-bubblewrap, writes outside the working directory and sockets. In ``serve`` mode this is defence
-in depth only: there is nothing in the process to read.
+bubblewrap, writes outside the working directory and sockets. In ``serve`` mode there is nothing
+in the process to read: frames and tracing are allowed, and under bubblewrap, which confines the
+process and everything it starts, the hook refuses only reads of the job, the answer keys and
+``/proc`` memory (libraries such as sympy, pandas and asyncio use ``ctypes``, processes and
+rewritten code objects).
 """
 
 import sys

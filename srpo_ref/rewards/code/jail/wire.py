@@ -55,6 +55,7 @@ MAX_REPLY_NODES = 100_000
 MAX_REPLY_BYTES = 4 << 20
 MAX_FRACTION_HEX_DIGITS = 64  # 256 bits a part: a gcd on 400k-bit parts took 0.2 s each
 MAX_DECIMAL_EXPONENT = 4_096  # int(Decimal('1e999999999')) would never finish
+MAX_ARRAY_BYTES = 32 << 20  # a numpy array as the judge stores it
 NUMPY_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                           "float16", "float32", "float64", "complex64", "complex128"})
 _HEADER = struct.Struct(">I")
@@ -353,6 +354,8 @@ def _array(name: str, shape: list, items: list, depth: int, budget: list, refs):
         size *= d
     if size != len(items):
         raise WireError("numpy shape and items disagree")
+    if numpy.dtype(name).itemsize * size > MAX_ARRAY_BYTES:  # a wide str dtype pads every item
+        raise WireError("numpy array too large")
     values = [_numpy_item(_dec(x, depth + 1, budget, refs), name) for x in items]
     return numpy.array(values, dtype=numpy.dtype(name)).reshape(shape)
 
