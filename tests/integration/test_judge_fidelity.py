@@ -25,7 +25,8 @@ import pytest
 from srpo_ref import rewards, tasks
 from srpo_ref.rewards.code import cgroups, judge, sandbox
 from srpo_ref.rewards.code.jail import wire
-from tests.conftest import DATA_DIR, REPO
+from tests.conftest import DATA_DIR, REPO, sandbox_leftovers
+from tests.integration import hostile_shapes
 
 needs_data = pytest.mark.skipif(not DATA_DIR.exists(), reason=f"benchmark mirror not found at {DATA_DIR}")
 LIMITS = sandbox.Limits(timeout_s=10)
@@ -114,6 +115,23 @@ def test_the_decode_benchmarks_worst_replies_are_valid_and_at_the_caps():
         if len(frame) - 4 > wire.MAX_REPLY_BYTES:
             continue  # the benchmark trims these to the byte cap before timing them
         assert wire_decode.read_reply(frame) is not None or name == "list of None", name
+
+
+def test_colliding_hashes_anywhere_in_a_reply_are_refused():
+    p = (1 << 61) - 1  # k * p all hash to 0: a set of them is built in quadratic time
+    with pytest.raises(wire.WireError):
+        wire.decode(["l", [["i", format(k * p, "x")] for k in range(1, 20)]])
+    with pytest.raises(wire.WireError):
+        wire.decode(["l", [["t", [["i", format(k * p, "x")]]] for k in range(1, 20)]])
+    assert wire.decode(["l", [["i", "0"]] * 1000]) == [0] * 1000  # equal values are one
+    assert wire.decode(["t", [["i", "3"], ["l", [["i", "1"]]]]]) == (3, [1])  # a tuple no set can hold
+
+
+def test_evalplus_tolerance_needs_the_expected_shape():
+    exp = [0.0, 0.25, 0.5, 1.0]
+    assert judge.evalplus_match("humaneval", "rescale_to_unit", [[1.0, 2.0, 3.0, 5.0]], [exp] * 4, exp, 0)[0] is False
+    assert judge.evalplus_match("humaneval", "rescale_to_unit", [[1.0, 2.0, 3.0, 5.0]], [0.0, 0.25, 0.5, 1.0 + 1e-9],
+                                exp, 0)[0] is True
 
 
 # ----------------------------------------------------------------------------- 3. correct programs score 1
@@ -217,20 +235,23 @@ def _random_convertible(rng, depth=0):
     if kind == 0:
         return plain, lambda out: out == plain and type(out) is type(plain)
     if kind == 1:
-        dtype = rng.choice(["int8", "int64", "uint16", "float32", "float64", "bool", "complex128"])
-        value = np.dtype(dtype).type(rng.randint(0, 100))
-        return value, lambda out: type(out) is type(value) and out == value
+        dtype = rng.choice(["int8", "int64", "uint16", "float16", "float32", "float64", "bool", "complex64"])
+        value = np.dtype(dtype).type(rng.randint(0, 100) / rng.choice([1, 3]))
+        # low-precision floats arrive at float64, holding the same value
+        wide = {"float16": np.float64, "float32": np.float64, "complex64": np.complex128}.get(dtype, type(value))
+        return value, lambda out: type(out) is wide and out == wide(value)
     if kind == 2:
         n = rng.randint(0, 5)
         items = [rng.randint(-5, 5) for _ in range(n)]
         return (x for x in items), lambda out: iter(out) is out and list(out) == items
     if kind == 3:
         shape = [rng.randint(0, 3) for _ in range(rng.randint(1, 3))]
-        dtype = rng.choice(["int32", "float64", "bool", "U3"])
+        dtype = rng.choice(["int32", "float16", "float64", "bool", "U3"])
         size = int(np.prod(shape))
         raw = [rng.randint(0, 9) for _ in range(size)]
         arr = np.array([str(x) for x in raw] if dtype == "U3" else raw, dtype=dtype).reshape(shape)
-        return arr, lambda out: type(out) is np.ndarray and out.dtype == arr.dtype and out.shape == arr.shape and (
+        wide = np.float64 if dtype == "float16" else arr.dtype
+        return arr, lambda out: type(out) is np.ndarray and out.dtype == wide and out.shape == arr.shape and (
             out == arr).all()
     if kind == 4:
         d = {rng.randint(0, 50): rng.randint(0, 9) for _ in range(rng.randint(0, 4))}
@@ -331,3 +352,41 @@ def test_a_jobs_memory_is_capped_as_a_whole():
                "    return killed\n")
     plan = judge.plan("assert f() >= 1\n", reference="def f(): pass")
     assert sandbox.run_job(rewards.code_job(program, plan), sandbox.Limits(timeout_s=15)).passed
+
+
+# ----------------------------------------------------------------------------- 5. hostile programs
+
+def _gold(target: str, rows: dict):
+    if target.startswith("# reference:"):
+        return judge.plan(target, reference=target.splitlines()[0][len("# reference:"):].strip())
+    return rows[target].gold
+
+
+@needs_data
+def test_hostile_programs_against_conversions_and_processes_score_zero_and_leave_nothing():
+    if sandbox.backend() != "bwrap":
+        pytest.skip("written against the bubblewrap backend (processes allowed)")
+    import time
+
+    rows = {e.id: e for name in ("humaneval", "mbpp") for e in tasks.load_task(name, "test", DATA_DIR)}
+    limits = sandbox.Limits(timeout_s=5)
+    programs = {**hostile_shapes.HOSTILE, **hostile_shapes.BEHAVING,
+                "correct HumanEval/4": ("HumanEval/4", rows["HumanEval/4"].meta["prompt"]
+                                        + rows["HumanEval/4"].meta["canonical_solution"])}
+    before = set(sandbox_leftovers())
+
+    def run(item):
+        name, (target, program) = item
+        t0 = time.monotonic()
+        res = sandbox.run_job(rewards.code_job(program, _gold(target, rows)), limits)
+        return name, res, time.monotonic() - t0
+
+    with ThreadPoolExecutor(2) as pool:
+        results = {name: (res, seconds) for name, res, seconds in pool.map(run, programs.items())}
+    forged = [n for n in hostile_shapes.HOSTILE if results[n][0].passed]
+    assert not forged, f"wrong programs scored 1: {forged}"
+    assert results["correct HumanEval/4"][0].passed
+    slow = {n: round(s, 1) for n, (_, s) in results.items() if s > limits.timeout_s + 5}
+    assert not slow, f"jobs ran far past their limit: {slow}"
+    time.sleep(1.0)
+    assert not set(sandbox_leftovers()) - before, "processes outlived their jobs"

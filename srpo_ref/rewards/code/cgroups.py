@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 CONTROLLERS = ("cpu", "memory", "pids")
 PARENT = "srpo_judge"
 PERIOD_US = 100_000
-PARENT_WEIGHT_V1, PARENT_WEIGHT_V2 = 10_240, 1_000  # ten times the default shares / weight
+PARENT_WEIGHT_V1, PARENT_WEIGHT_V2 = 4_096, 400  # four times the default shares / weight
 # joins every group named before "--" (writing 0 moves the writer), then runs the command
 _JOIN = 'while [ "$1" != -- ]; do echo 0 > "$1/cgroup.procs" || exit 125; shift; done; shift; exec "$@"'
 

@@ -380,9 +380,10 @@ def evalplus_match(dataset: str, entry: str, inp, out, exp, atol) -> tuple[bool,
     """evalplus 0.3.1's ``unsafe_execute`` comparison, on plain values: ``out == exp``, its
     special oracles, and ``np.allclose`` (with a type and length check) when a tolerance applies.
     Returns the verdict and the tolerance for the next input (evalplus sets ``atol = 1e-6`` the
-    first time a float is expected and keeps it). One deviation: evalplus skips the pass
+    first time a float is expected and keeps it). Two deviations: evalplus skips the pass
     counter after HumanEval/32's root check, so every ``find_zero`` fails there; here the root
-    check decides, as intended."""
+    check decides, as intended. And ``allclose`` needs equal shapes here: evalplus's broadcasts,
+    so a list of copies of the expected list (``[exp] * len(exp)``) passed there."""
     import numpy as np
     from evalplus.eval import is_floats
     from evalplus.eval._special_oracle import (MBPP_OUTPUT_NOT_NONE_TASKS, MBPP_OUTPUT_SET_EQ_TASKS,
@@ -410,6 +411,8 @@ def evalplus_match(dataset: str, entry: str, inp, out, exp, atol) -> tuple[bool,
         if not exact and atol != 0:
             # exact types on purpose (E721): isinstance would let a subclass (bool for int) pass as the expected type
             if type(out) != type(exp) or (isinstance(exp, (list, tuple)) and len(out) != len(exp)):  # noqa: E721
+                return False, atol
+            if np.shape(out) != np.shape(exp):  # deviation: allclose would broadcast [exp] * len(exp) against exp
                 return False, atol
             return bool(np.allclose(out, exp, rtol=1e-07, atol=atol)), atol
         return bool(exact), atol

@@ -80,6 +80,7 @@ class SandboxResult:
     outputs: dict | None = None  # judge="record": the solution's outputs (wire values) and times
 
 
+JUDGE_BACKSTOP_S = 15.0
 _BACKEND: str | None = None
 _INODE_CAP: bool | None = None
 
@@ -359,7 +360,9 @@ def _run_judge(job: dict, limits: Limits, kind: str, parent: str) -> SandboxResu
     except OSError as e:
         return SandboxResult(False, "error", kind, f"could not start the judge: {e}")
     try:
-        out, err = proc.communicate(pickle.dumps(request), timeout=timeout_s + 30)
+        # the judge's own alarm fires at timeout_s + 10 (judge.main); this backstop ends a judge
+        # stuck where no alarm reaches (one long C call)
+        out, err = proc.communicate(pickle.dumps(request), timeout=timeout_s + JUDGE_BACKSTOP_S)
     except subprocess.TimeoutExpired:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
