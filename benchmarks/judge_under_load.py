@@ -23,9 +23,11 @@ from srpo_ref.record import provenance
 from srpo_ref.rewards.code import cgroups, judge, sandbox
 from srpo_ref.tasks import grader_self_check
 
+# 16 busy processes, each in a session of its own (so autogroup scheduling gives each a share)
 HOG = ("import os\n"
        "for _ in range(15):\n"
        "    if os.fork() == 0:\n"
+       "        os.setsid()\n"
        "        break\n"
        "while True:\n"
        "    pass\n")
