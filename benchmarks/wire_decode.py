@@ -25,7 +25,7 @@ BOUND_S = 0.5
 def _fill(item: list, overhead: int = 16) -> int:
     """How many copies of ``item`` fit in one reply, by bytes and by nodes."""
     size = len(wire.pack(item)) - 4 + 1
-    nodes = sum(1 for _ in _walk(item))
+    nodes = sum(5 if v[0] == "q" else 1 for v in _walk(item))  # the decoder charges a Fraction 5
     return min((wire.MAX_REPLY_BYTES - overhead) // size, (wire.MAX_REPLY_NODES - 2) // nodes)
 
 
@@ -59,6 +59,9 @@ def worst_replies(seed: int = 0) -> dict:
         "floats": ["l", [["f", float.hex(rng.random())] for _ in range(_fill(["f", float.hex(0.1)]))]],
         "lone-surrogate string": ["u", "eda080" * ((wire.MAX_REPLY_BYTES - 64) // 6)],
         "nested 100 deep": ["l", [_nest(99)] * _fill(_nest(99))],
+        "nested tuples 100 deep": ["l", [_nest(99, "t")] * _fill(_nest(99, "t"))],
+        "set of distinct Fractions": ["S", [["q", format(i, "x") + frac[1][len(format(i, "x")):], frac[2]]
+                                           for i in range(_fill(frac))]],
         "iterator of ints": ["I", [["i", format(i, "x")] for i in range(n_int)]],
         "dict keys view": ["V", "k", [["i", format(i, "x")] for i in range(n_int)]],
         "longest range": ["r", "0", format(wire.MAX_REPLY_NODES - 1, "x"), "1"],
@@ -68,10 +71,10 @@ def worst_replies(seed: int = 0) -> dict:
     return out
 
 
-def _nest(depth: int) -> list:
+def _nest(depth: int, tag: str = "l") -> list:
     value = ["N"]
     for _ in range(depth):
-        value = ["l", [value]]
+        value = [tag, [value]]
     return value
 
 
