@@ -119,6 +119,7 @@ _SUBCLASS = ("    class _Str(str):\n        pass\n    class _List(list):\n      
              "    class _Int(int):\n        pass\n"
              "    if type(r) is str:\n        return _Str(r)\n    if type(r) is list:\n        return _List(r)\n"
              "    if type(r) is int:\n        return _Int(r)\n    return r\n")
+_SYMPY = "    import sympy\n    if type(r) is int:\n        return sympy.Integer(r)\n    return r\n"
 _GENERATOR = "    if type(r) is list:\n        return (x for x in r)\n    return r\n"
 
 
@@ -197,6 +198,7 @@ TRANSFORMS = {
     "returns_numpy_scalar": _wrap_result("returns_numpy_scalar", _NUMPY_SCALAR),
     "returns_namedtuple": _wrap_result("returns_namedtuple", _NAMEDTUPLE),
     "returns_subclass": _wrap_result("returns_subclass", _SUBCLASS),
+    "returns_sympy_integer": _wrap_result("returns_sympy_integer", _SYMPY),
     "returns_generator": _wrap_result("returns_generator", _GENERATOR),
 }
 

@@ -191,6 +191,8 @@ _SHAPES = {
     "int_subclass": ("class I(int):\n    pass\ndef f(x):\n    return I(x + 1)\n", "assert f(1) == 2\n"),
     "str_subclass": ("class S(str):\n    pass\ndef f(x):\n    return S(x.upper())\n", "assert f('a') == 'A'\n"),
     "list_subclass": ("class L(list):\n    pass\ndef f(x):\n    return L([x])\n", "assert f(1) == [1]\n"),
+    "sympy_integer": ("import sympy\ndef f(n):\n    return sympy.factorial(n)\n", "assert f(5) == 120\n"),
+    "sympy_float": ("import sympy\ndef f(x):\n    return sympy.Float(x) / 2\n", "assert f(1.0) == 0.5\n"),
     "dict_subclass": ("class D(dict):\n    pass\ndef f(x):\n    return D(a=x)\n", "assert f(1) == {'a': 1}\n"),
 }
 

@@ -16,7 +16,8 @@ A value is a JSON array ``[tag, payload...]``:
     plain fields (never the candidate's objects): C Counter, O OrderedDict, D defaultdict
     (as pairs; no default factory), Q deque (items), q Fraction (two hex), m Decimal (str)
     and, sent only by the candidate (``encode(value, convert=True)``), values the benchmark's
-    tests accept in one process, rebuilt as what those tests would have seen:
+    tests accept in one process, rebuilt as what those tests would have seen (sympy's integers,
+    floats and booleans as the int, float or bool they equal):
     I an iterator (a generator, ``map``, ``filter``, ``zip``...: its items, consumed in the
     candidate; the judge gets a list iterator), V a dict view ("k", "v" or "i", then items),
     r range (three hex), n a numpy scalar and A a numpy array (dtype name, shape, items; numeric,
@@ -172,6 +173,8 @@ def _convert(v, t, depth: int, budget: list):
             return ["A", name, [int(n) for n in v.shape], [_enc(x, depth + 1, budget) for x in v.ravel().tolist()]]
         if isinstance(v, numpy.generic) and v.dtype.kind not in "USO":  # numpy.str_ is sent as its str
             return ["n", _dtype_name(v.dtype), _enc(v.item(), depth + 1, budget)]
+    if _module_root(t) == "sympy":
+        return _enc(_sympy_number(v), depth, budget, True)
     for base, to_plain in _BASES:
         if isinstance(v, base):
             return _enc(to_plain(v), depth, budget, True)
@@ -183,12 +186,30 @@ def _convert(v, t, depth: int, budget: list):
     raise WireError(f"not a plain value: {_type_name(t)}")
 
 
+def _module_root(t) -> str:
+    module = getattr(t, "__module__", "")
+    return module.split(".")[0] if type(module) is str else ""
+
+
 def _numpy_module(t):
     import sys
 
     numpy = sys.modules.get("numpy")
-    module = getattr(t, "__module__", "")
-    return numpy if numpy is not None and type(module) is str and module.split(".")[0] == "numpy" else None
+    return numpy if numpy is not None and _module_root(t) == "numpy" else None
+
+
+def _sympy_number(v):
+    """sympy's numbers that compare as a plain value does (``factorial(5)`` is ``Integer(120)``,
+    and ``Integer(120) == 120`` in the tests): Integer as int, Float as float, true and false as
+    bool. Not a Rational (``Rational(1, 2) == 0.5`` is False in sympy, True for a Fraction), a
+    symbol or an expression: they are not plain."""
+    if getattr(v, "is_Integer", False) is True:
+        return int(v)
+    if getattr(v, "is_Float", False) is True:
+        return float(v)
+    if type(v).__name__ in ("BooleanTrue", "BooleanFalse"):
+        return bool(v)
+    raise WireError(f"not a plain value: a sympy {_type_name(type(v))}")
 
 
 def _dtype_name(dtype) -> str:
